@@ -1,0 +1,11 @@
+"""vqvae_lib: the library behind the VQ-VAE book."""
+from .data import ImageDataset, load_images
+from .metrics import codebook_usage, encode_dataset, evaluate_vqvae, nmse, perplexity
+from .pixelcnn import GatedPixelCNN, MaskedConv2d, PlainPixelCNN
+from .presets import PRESETS, get_preset
+from .quantize import VectorQuantizer, VQOutput
+from .train import History, evaluate, train
+from .vae import VAE, gaussian_kl
+from .vqvae import VQVAE
+
+__version__ = "0.1.0"

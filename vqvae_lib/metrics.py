@@ -1,0 +1,63 @@
+"""Evaluation numbers: NMSE, perplexity, codebook usage over a whole split, bits per dimension."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .quantize import perplexity_from_counts
+from .train import get_batch, resolve_device
+
+
+def nmse(x: torch.Tensor, x_recon: torch.Tensor, data_variance: float) -> float:
+    """Mean squared error divided by the data variance (Sonnet's reported reconstruction error)."""
+    return float(((x_recon.float() - x.float()) ** 2).mean() / data_variance)
+
+
+def perplexity(indices_or_counts: torch.Tensor, num_codes: int | None = None) -> float:
+    """exp(entropy) of code usage. Give either code indices (any shape, with num_codes) or counts (K,)."""
+    if num_codes is not None:
+        counts = torch.bincount(indices_or_counts.flatten(), minlength=num_codes)
+    else:
+        counts = indices_or_counts
+    return float(perplexity_from_counts(counts))
+
+
+def bits_per_dim(nll_nats: float, num_dims: int = 1) -> float:
+    """Convert a total negative log-likelihood in nats over num_dims dimensions to bits per dimension."""
+    return nll_nats / (num_dims * math.log(2))
+
+
+@torch.no_grad()
+def encode_dataset(vqvae, dataset, batch_size: int = 256, device=None) -> torch.Tensor:
+    """Code grids for a whole data set: (N, h, w) long, on the CPU."""
+    device = resolve_device(device)
+    vqvae.to(device).eval()
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        x, _ = get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
+        out.append(vqvae.encode(x).cpu())
+    return torch.cat(out)
+
+
+def codebook_usage(vqvae, dataset, batch_size: int = 256, device=None) -> torch.Tensor:
+    """How often each code is chosen over the whole data set (not per batch): (K,) long."""
+    codes = encode_dataset(vqvae, dataset, batch_size, device)
+    return torch.bincount(codes.flatten(), minlength=vqvae.quantizer.num_codes)
+
+
+@torch.no_grad()
+def evaluate_vqvae(vqvae, dataset, batch_size: int = 256, device=None) -> dict:
+    """Test NMSE (against the data set's own variance), perplexity and codes used over the whole split."""
+    device = resolve_device(device)
+    vqvae.to(device).eval()
+    se, n = 0.0, 0
+    counts = torch.zeros(vqvae.quantizer.num_codes, dtype=torch.long)
+    for start in range(0, len(dataset), batch_size):
+        x, _ = get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
+        out = vqvae(x)
+        se += float(((out.x_recon.float() - x) ** 2).sum())
+        n += x.numel()
+        counts += torch.bincount(out.vq.indices.flatten().cpu(), minlength=len(counts))
+    return {"nmse": se / n / dataset.variance(), "perplexity": float(perplexity_from_counts(counts)),
+            "codes_used": int((counts > 0).sum()), "num_codes": len(counts)}

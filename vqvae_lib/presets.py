@@ -1,0 +1,57 @@
+"""Run-size presets: one switch sets model sizes, steps and batch sizes for every chapter.
+
+``ci``: what CI runs (seconds on 2 CPU cores); ``cpu``: a laptop in class (minutes);
+``gpu``: Colab / a CUDA machine. Pick with ``get_preset("cpu")`` or the ``VQVAE_PRESET``
+environment variable; the default is ``gpu`` when CUDA is available, else ``cpu``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+
+PRESETS = {
+    "ci": {
+        "data": "mnist-5k",
+        "vqvae": {"model": dict(num_codes=64, code_dim=16, hidden_channels=32, res_channels=16, num_res_layers=1,
+                                quantizer=dict(kmeans_init=True, restart_after=20)),
+                  "train": dict(steps=1500, batch_size=64, lr=2e-3)},
+        "prior": {"model": dict(hidden_channels=32, num_layers=6),
+                  "train": dict(steps=300, batch_size=64, lr=3e-3)},
+        "vae": {"model": dict(latent_dim=16, hidden_channels=16), "train": dict(steps=300, batch_size=64, lr=2e-3)},
+    },
+    "cpu": {
+        "data": "mnist-5k",
+        "vqvae": {"model": dict(num_codes=64, code_dim=16, hidden_channels=64, res_channels=32, num_res_layers=2,
+                                quantizer=dict(kmeans_init=True, restart_after=20)),
+                  "train": dict(steps=1500, batch_size=64, lr=2e-3)},
+        "prior": {"model": dict(hidden_channels=64, num_layers=8),
+                  "train": dict(steps=1500, batch_size=64, lr=2e-3)},
+        "vae": {"model": dict(latent_dim=16, hidden_channels=32), "train": dict(steps=1500, batch_size=64, lr=2e-3)},
+    },
+    "gpu": {
+        "data": "mnist-5k",
+        "vqvae": {"model": dict(num_codes=512, code_dim=64, hidden_channels=128, res_channels=32, num_res_layers=2,
+                                quantizer=dict(ema=True, kmeans_init=True, restart_after=100)),
+                  "train": dict(steps=10000, batch_size=128, lr=3e-4)},
+        "prior": {"model": dict(hidden_channels=128, num_layers=12),
+                  "train": dict(steps=10000, batch_size=128, lr=1e-3)},
+        "vae": {"model": dict(latent_dim=32, hidden_channels=64), "train": dict(steps=5000, batch_size=128, lr=1e-3)},
+    },
+}
+
+
+def default_preset_name() -> str:
+    name = os.environ.get("VQVAE_PRESET") or ("gpu" if torch.cuda.is_available() else "cpu")
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (from VQVAE_PRESET); choose one of {sorted(PRESETS)}")
+    return name
+
+
+def get_preset(name: str | None = None) -> dict:
+    """A copy of the named preset (default: ``VQVAE_PRESET``, else gpu/cpu by hardware), with its name."""
+    name = name or default_preset_name()
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return {"name": name, **copy.deepcopy(PRESETS[name])}

@@ -1,0 +1,162 @@
+"""Vector quantisation: the codebook, nearest-code lookup and the straight-through estimator.
+
+Shapes follow the paper: an encoder map ``z_e: (B, D, H, W)``, a codebook ``e: (K, D)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class VQOutput:
+    """What :class:`VectorQuantizer` returns.
+
+    z_q: (B, D, H, W) quantised map; value = chosen codes, gradient flows to z_e unchanged.
+    indices: (B, H, W) long, the chosen code at each position.
+    codebook_loss: mean ||sg[z_e] - e||^2 (moves the codes).
+    commitment_loss: mean ||z_e - sg[e]||^2 (moves the encoder), unweighted.
+    loss: the quantiser's contribution to the training loss (see VectorQuantizer).
+    perplexity: exp(entropy) of the batch's code usage, between 1 and K.
+    """
+
+    z_q: torch.Tensor
+    indices: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    loss: torch.Tensor
+    perplexity: torch.Tensor
+
+
+def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest code for each row. flat: (N, D), codebook: (K, D) -> (N,) long.
+
+    Uses ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b; the ||a||^2 term is the same for every code,
+    so the argmin needs only ||b||^2 - 2 a.b (one fused matmul).
+    """
+    return torch.addmm(codebook.pow(2).sum(1), flat, codebook.t(), alpha=-2.0).argmin(1)
+
+
+def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """exp(H(p)) of the usage distribution p = counts / counts.sum(). counts: (K,)."""
+    p = counts.float() / counts.sum().clamp_min(1)
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum())
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Lloyd's k-means on x: (N, D) -> centroids (k, D). Empty clusters keep their old centre."""
+    n = x.shape[0]
+    pick = torch.randperm(n, generator=generator, device="cpu")[:k] if n >= k else torch.randint(n, (k,), generator=generator)
+    centroids = x[pick.to(x.device)].clone()
+    for _ in range(iters):
+        assign = nearest_code(x, centroids)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
+class VectorQuantizer(nn.Module):
+    """Maps each D-vector of ``z_e: (B, D, H, W)`` to its nearest of K codes.
+
+    Training signal (van den Oord et al. 2017, eq. 3):
+        loss = ||sg[z_e] - e||^2 + beta * ||z_e - sg[e]||^2
+    With ``ema=True`` the codes instead move by an exponential moving average of the encoder
+    outputs assigned to them (Laplace-smoothed counts); the codebook then takes no gradient,
+    ``codebook_loss`` is reported only and ``loss = beta * commitment_loss``.
+
+    Options against codebook collapse:
+      kmeans_init: set the codes by k-means on the first training batch.
+      restart_after: a code unused for this many training steps is reset to a random encoder
+        output of the current batch (its EMA state too). 0 disables.
+    """
+
+    def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, ema: bool = False,
+                 decay: float = 0.99, eps: float = 1e-5, kmeans_init: bool = False, restart_after: int = 0):
+        super().__init__()
+        if num_codes < 1 or code_dim < 1:
+            raise ValueError(f"num_codes and code_dim must be positive, got {num_codes}, {code_dim}")
+        self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
+        self.ema, self.decay, self.eps = ema, decay, eps
+        self.kmeans_init, self.restart_after = kmeans_init, restart_after
+        self.codebook = nn.Parameter(torch.empty(num_codes, code_dim).uniform_(-1 / num_codes, 1 / num_codes),
+                                     requires_grad=not ema)
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self.register_buffer("steps_unused", torch.zeros(num_codes, dtype=torch.long))
+        if ema:
+            self.register_buffer("ema_count", torch.zeros(num_codes))
+            self.register_buffer("ema_sum", self.codebook.detach().clone())
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices: (B, H, W) long -> code vectors (B, D, H, W)."""
+        if indices.dtype != torch.long:
+            raise ValueError(f"indices must be int64, got {indices.dtype}")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
+            raise ValueError(f"indices must lie in [0, {self.num_codes}), got range "
+                             f"[{int(indices.min())}, {int(indices.max())}]")
+        return F.embedding(indices, self.codebook).permute(0, 3, 1, 2)
+
+    def forward(self, z_e: torch.Tensor) -> VQOutput:
+        if z_e.dim() != 4 or z_e.shape[1] != self.code_dim:
+            raise ValueError(f"z_e must be (B, {self.code_dim}, H, W), got {tuple(z_e.shape)}")
+        B, D, H, W = z_e.shape
+        # Distances and codebook statistics in float32 even under autocast: bf16 argmins flip.
+        with torch.autocast(z_e.device.type, enabled=False):
+            z = z_e.float()
+            flat = z.permute(0, 2, 3, 1).reshape(-1, D)
+            if self.training:
+                self._maybe_init(flat)
+            with torch.no_grad():
+                idx = nearest_code(flat.detach(), self.codebook.detach())
+                counts = torch.bincount(idx, minlength=self.num_codes)
+            if self.training:
+                self._update(flat.detach(), idx, counts)
+            e = F.embedding(idx, self.codebook).view(B, H, W, D).permute(0, 3, 1, 2)
+            codebook_loss = F.mse_loss(e, z.detach())
+            commitment_loss = F.mse_loss(z, e.detach())
+            loss = self.beta * commitment_loss if self.ema else codebook_loss + self.beta * commitment_loss
+            z_q = z + (e - z).detach()  # straight-through: forward = e, backward = identity to z_e
+        return VQOutput(z_q.to(z_e.dtype), idx.view(B, H, W), codebook_loss, commitment_loss, loss,
+                        perplexity_from_counts(counts))
+
+    @torch.no_grad()
+    def _maybe_init(self, flat: torch.Tensor) -> None:
+        if bool(self.initialized):
+            return
+        centroids = kmeans(flat.detach(), self.num_codes)
+        self.codebook.data.copy_(centroids)
+        if self.ema:
+            self.ema_sum.copy_(centroids)
+            self.ema_count.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
+        if self.ema:
+            sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)
+            self.ema_count.mul_(self.decay).add_(counts.float(), alpha=1 - self.decay)
+            self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            n = self.ema_count.sum()
+            smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n  # Laplace
+            self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
+        if self.restart_after > 0:
+            self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
+            self.restart_codes(self.steps_unused >= self.restart_after, flat)
+
+    @torch.no_grad()
+    def restart_codes(self, dead: torch.Tensor, flat: torch.Tensor) -> int:
+        """Reset the codes where ``dead: (K,) bool`` to random rows of ``flat: (N, D)``. Returns how many."""
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return 0
+        pick = torch.randint(flat.shape[0], (n_dead,), device=flat.device)
+        self.codebook.data[dead] = flat[pick]
+        self.steps_unused[dead] = 0
+        if self.ema:
+            self.ema_sum[dead] = flat[pick]
+            self.ema_count[dead] = 1.0
+        return n_dead

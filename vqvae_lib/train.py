@@ -1,0 +1,182 @@
+"""One training loop for the VAE, the VQ-VAE and the prior.
+
+Any model with ``training_step(batch) -> dict`` (a ``"loss"`` tensor plus scalars to log) trains here,
+on CPU or CUDA (bf16 autocast on CUDA, optional ``torch.compile``), with a step budget, periodic
+evaluation, a ``tqdm.auto`` bar, checkpoints and exact resume.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, default_collate
+from tqdm.auto import tqdm
+
+from .checkpoint import read_json, read_safetensors
+from safetensors.torch import save_file
+
+
+@dataclass
+class History:
+    """Logged scalars: ``train[name]`` at ``train_steps``, ``eval[name]`` at ``eval_steps``."""
+
+    train_steps: list = field(default_factory=list)
+    train: dict = field(default_factory=dict)
+    eval_steps: list = field(default_factory=list)
+    eval: dict = field(default_factory=dict)
+
+    def log(self, kind: str, step: int, values: dict) -> None:
+        getattr(self, f"{kind}_steps").append(step)
+        for k, v in values.items():
+            getattr(self, kind).setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
+
+    def to_dict(self) -> dict:
+        return {"train_steps": self.train_steps, "train": self.train, "eval_steps": self.eval_steps, "eval": self.eval}
+
+    def plot(self, keys=None, axes=None):
+        """One panel per logged quantity, train and eval curves against the step. Returns the figure."""
+        from .viz import plot_history
+        return plot_history(self, keys=keys, axes=axes)
+
+
+def resolve_device(device=None) -> torch.device:
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def get_batch(dataset: Dataset, idx: torch.Tensor, device: torch.device):
+    """Gather a batch: datasets with a ``batch(idx)`` method or ``.tensors`` are indexed in bulk."""
+    if hasattr(dataset, "batch"):
+        batch = dataset.batch(idx)
+    elif hasattr(dataset, "tensors"):
+        batch = tuple(t[idx] for t in dataset.tensors)
+    else:
+        batch = default_collate([dataset[int(i)] for i in idx])
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def batch_order(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of the batch at ``step``: epoch e is a permutation seeded by (seed, e), so any step
+    can be recomputed after a resume without replaying the ones before."""
+    per_epoch = max(n // batch_size, 1)
+    epoch, k = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    return perm[k * batch_size:(k + 1) * batch_size] if n >= batch_size else perm
+
+
+@torch.no_grad()
+def evaluate(model, dataset: Dataset, batch_size: int = 256, device=None) -> dict:
+    """Mean of ``training_step``'s scalars over a whole dataset, in eval mode (weighted by batch size)."""
+    device = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    totals, n = {}, 0
+    for start in range(0, len(dataset), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(dataset)))
+        with autocast(device):
+            values = model.training_step(get_batch(dataset, idx, device))
+        for k, v in values.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
+        n += len(idx)
+    model.train(was_training)
+    return {k: v / n for k, v in totals.items()}
+
+
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
+          eval_data: Dataset | None = None, eval_every: int = 0, log_every: int = 10, device=None,
+          compile: bool = False, checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False,
+          seed: int = 0, progress: bool = True, history: History | None = None) -> History:
+    """Train ``model`` for ``steps`` optimiser steps with Adam; returns the :class:`History`.
+
+    checkpoint_dir: where ``checkpoint_every`` steps (and at the end) the model, optimiser, RNG and
+      history are written (safetensors + JSON). ``resume=True`` continues from it to the same result.
+    A non-finite loss stops training with a FloatingPointError; the last good checkpoint is kept.
+    """
+    if steps < 0 or batch_size < 1 or len(train_data) == 0:
+        raise ValueError(f"need steps >= 0, batch_size >= 1 and a non-empty dataset "
+                         f"(got {steps}, {batch_size}, {len(train_data)} items)")
+    device = resolve_device(device)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    history = history or History()
+    start = 0
+    torch.manual_seed(seed)
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs a checkpoint_dir")
+        start, history = load_training_state(checkpoint_dir, model, opt)
+    step_fn = torch.compile(model.training_step) if compile else model.training_step
+
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc=type(model).__name__)
+    for step in bar:
+        batch = get_batch(train_data, batch_order(len(train_data), batch_size, step, seed), device)
+        with autocast(device):
+            values = step_fn(batch)
+        loss = values["loss"]
+        if not torch.isfinite(loss):
+            where = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
+            raise FloatingPointError(f"loss became non-finite ({float(loss)}) at step {step}{where}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = step + 1
+        if log_every and (done % log_every == 0 or done == steps):
+            history.log("train", done, values)
+            bar.set_postfix({k: f"{float(v.detach()) if torch.is_tensor(v) else v:.4g}" for k, v in values.items()})
+        if eval_data is not None and eval_every and (done % eval_every == 0 or done == steps):
+            history.log("eval", done, evaluate(model, eval_data, device=device))
+        if checkpoint_dir and ((checkpoint_every and done % checkpoint_every == 0) or done == steps):
+            save_training_state(checkpoint_dir, model, opt, done, history)
+    model.eval()
+    return history
+
+
+def save_training_state(directory, model, opt, step: int, history: History) -> None:
+    """Write model (save_pretrained), optimiser tensors, RNG state and history; atomically replaced."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    state = opt.state_dict()
+    tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, s in state["state"].items() for k, v in s.items()}
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
+    (tmp / "trainer_state.json").write_text(json.dumps(
+        {"step": step, "param_groups": groups, "history": history.to_dict()}))
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+
+
+def load_training_state(directory, model, opt) -> tuple[int, History]:
+    directory = Path(directory)
+    fresh = type(model).from_pretrained(directory)
+    if fresh.config != model.config:
+        raise ValueError(f"checkpoint in {directory} was made with config {fresh.config}, "
+                         f"which does not match this model's {model.config}")
+    model.load_state_dict(fresh.state_dict())
+    meta = read_json(directory / "trainer_state.json", "trainer state")
+    tensors = read_safetensors(directory / "optimizer.safetensors", "optimizer state")
+    state = {}
+    for key, v in tensors.items():
+        if key.startswith("rng."):
+            continue
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = v  # the optimiser moves its state to the params
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    h = meta["history"]
+    return meta["step"], History(h["train_steps"], h["train"], h["eval_steps"], h["eval"])

@@ -1,0 +1,136 @@
+"""The VQ-VAE of van den Oord et al. (2017), with the Sonnet example's encoder and decoder:
+strided 4x4 convolutions, then a 3x3 convolution and a residual stack (distinct weights per layer).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import PretrainedMixin
+from .quantize import VectorQuantizer, VQOutput, nearest_code
+
+
+class ResidualStack(nn.Module):
+    """num_layers x [ReLU, 3x3 conv -> res_channels, ReLU, 1x1 conv -> channels] + skip, then ReLU."""
+
+    def __init__(self, channels: int, res_channels: int, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Sequential(
+            nn.ReLU(), nn.Conv2d(channels, res_channels, 3, padding=1),
+            nn.ReLU(), nn.Conv2d(res_channels, channels, 1)) for _ in range(num_layers))
+
+    def forward(self, h):
+        for layer in self.layers:
+            h = h + layer(h)
+        return F.relu(h)
+
+
+def encoder(in_channels, hidden, res_channels, num_res_layers, n_down):
+    """(B, C, H, W) -> (B, hidden, H / 2^n_down, W / 2^n_down)."""
+    layers, c = [], in_channels
+    for i in range(n_down):
+        out = hidden if i == n_down - 1 else hidden // 2
+        layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU()]
+        c = out
+    layers += [nn.Conv2d(c, hidden, 3, padding=1), ResidualStack(hidden, res_channels, num_res_layers)]
+    return nn.Sequential(*layers)
+
+
+def decoder(code_dim, hidden, res_channels, num_res_layers, n_down, out_channels):
+    """(B, D, h, w) -> (B, out_channels, h * 2^n_down, w * 2^n_down)."""
+    layers = [nn.Conv2d(code_dim, hidden, 3, padding=1), ResidualStack(hidden, res_channels, num_res_layers)]
+    c = hidden
+    for i in range(n_down):
+        last = i == n_down - 1
+        out = out_channels if last else hidden // 2
+        layers.append(nn.ConvTranspose2d(c, out, 4, stride=2, padding=1))
+        if not last:
+            layers.append(nn.ReLU())
+        c = out
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class VQVAEOutput:
+    """x_recon: (B, C, H, W) in data units; recon_loss: MSE / data_variance; loss: recon_loss + vq.loss."""
+
+    x_recon: torch.Tensor
+    recon_loss: torch.Tensor
+    loss: torch.Tensor
+    vq: VQOutput
+
+
+class VQVAE(nn.Module, PretrainedMixin):
+    """x: (B, in_channels, H, W) in [0, 1] -> z_e: (B, code_dim, H/downsample, W/downsample) -> codes -> x_recon.
+
+    The defaults suit 28x28 digits (7x7 latents). ``data_variance`` scales the reconstruction loss
+    as in the Sonnet example, so that ``recon_loss`` is the normalised MSE (NMSE).
+    Quantizer options (ema, kmeans_init, restart_after, ...) pass through ``quantizer``.
+    """
+
+    def __init__(self, in_channels: int = 1, num_codes: int = 64, code_dim: int = 16, hidden_channels: int = 64,
+                 num_res_layers: int = 2, res_channels: int = 32, downsample: int = 4, beta: float = 0.25,
+                 data_variance: float = 1.0, quantizer: dict | None = None):
+        super().__init__()
+        n_down = int(round(math.log2(downsample))) if downsample > 0 else -1
+        if n_down < 1 or 2 ** n_down != downsample:
+            raise ValueError(f"downsample must be a power of two >= 2, got {downsample}")
+        self.config = dict(in_channels=in_channels, num_codes=num_codes, code_dim=code_dim,
+                           hidden_channels=hidden_channels, num_res_layers=num_res_layers,
+                           res_channels=res_channels, downsample=downsample, beta=beta,
+                           data_variance=data_variance, quantizer=dict(quantizer or {}))
+        self.in_channels, self.downsample, self.data_variance = in_channels, downsample, data_variance
+        self.encoder = nn.Sequential(encoder(in_channels, hidden_channels, res_channels, num_res_layers, n_down),
+                                     nn.Conv2d(hidden_channels, code_dim, 1))  # the pre-VQ 1x1 projection
+        self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, **(quantizer or {}))
+        self.decoder = decoder(code_dim, hidden_channels, res_channels, num_res_layers, n_down, in_channels)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError for a wrong shape, channel count, spatial size or non-finite values."""
+        if x.dim() != 4:
+            raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
+        if x.shape[2] % self.downsample or x.shape[3] % self.downsample:
+            raise ValueError(f"height and width must be divisible by downsample={self.downsample}, "
+                             f"got {x.shape[2]}x{x.shape[3]}")
+        if not torch.isfinite(x).all():
+            raise ValueError("input contains NaN or infinite values")
+
+    def encode_continuous(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) -> z_e: (B, D, h, w)."""
+        self.check_input(x)
+        return self.encoder(x - 0.5)  # centre the [0, 1] data, as Sonnet does
+
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        """z_q: (B, D, h, w) -> x_recon: (B, C, H, W)."""
+        return self.decoder(z_q) + 0.5
+
+    def forward(self, x: torch.Tensor) -> VQVAEOutput:
+        vq = self.quantizer(self.encode_continuous(x))
+        x_recon = self.decode(vq.z_q)
+        recon_loss = F.mse_loss(x_recon.float(), x.float()) / self.data_variance
+        return VQVAEOutput(x_recon, recon_loss, recon_loss + vq.loss, vq)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) -> indices (B, h, w) long."""
+        z_e = self.encode_continuous(x)
+        B, D, h, w = z_e.shape
+        flat = z_e.float().permute(0, 2, 3, 1).reshape(-1, D)
+        return nearest_code(flat, self.quantizer.codebook.float()).view(B, h, w)
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices: (B, h, w) long -> images (B, C, h * downsample, w * downsample)."""
+        return self.decode(self.quantizer.lookup(indices))
+
+    def training_step(self, batch) -> dict:
+        x = batch[0]
+        out = self(x)
+        return {"loss": out.loss, "nmse": out.recon_loss, "commitment": out.vq.commitment_loss,
+                "codebook": out.vq.codebook_loss, "perplexity": out.vq.perplexity}
