@@ -16,8 +16,35 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 setup: $(VENV)/.installed
 
-book: setup
+# Offline-complete book: MathJax, RequireJS and the ipywidgets HTML manager come from npm at the
+# versions pinned in package-lock.json and are served from the built book (_static/vendor/), not a CDN.
+VENDOR := book/_static/vendor
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+
+$(VENDOR)/.copied: node_modules/.package-lock.json
+	rm -rf $(VENDOR)
+	mkdir -p $(VENDOR)/mathjax $(VENDOR)/requirejs $(VENDOR)/html-manager
+	cd node_modules/mathjax && cp -r LICENSE es5/tex-mml-chtml.js es5/input es5/output es5/ui es5/a11y \
+	  es5/sre es5/adaptors $(CURDIR)/$(VENDOR)/mathjax/
+	cp node_modules/requirejs/require.js $(VENDOR)/requirejs/
+	cp node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js \
+	  node_modules/@jupyter-widgets/html-manager/dist/*.woff* $(VENDOR)/html-manager/
+	touch $@
+
+book: setup $(VENDOR)/.copied
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@! grep -rlE '<script[^>]*src="(https?:)?//|<link[^>]*stylesheet[^>]*href="(https?:)?//' \
+	  _build/html --include='*.html' \
+	  || { echo "error: the pages above load scripts from the internet"; exit 1; }
+
+# A real browser (Debian's chromium, driven by Playwright; no browser download) opens every page
+# of the built book with every request that leaves 127.0.0.1 blocked. Screenshots: _build/screenshots/.
+browser: setup
+	command -v chromium >/dev/null || $$([ "$$(id -u)" = 0 ] || echo sudo) \
+	  sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium'
+	$(PY) -m pytest -q tests/browser
 
 unit: setup
 	$(PY) -m pytest -q tests
@@ -25,7 +52,7 @@ unit: setup
 notebooks: setup
 	$(PY) -m pytest -q --nbval-lax notebooks
 
-test: unit notebooks
+test: unit notebooks book browser
 
 clean:
 	rm -rf _build

@@ -47,10 +47,21 @@ def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Lloyd's k-means on x: (N, D) -> centroids (k, D). Empty clusters keep their old centre."""
+    """Lloyd's k-means on x: (N, D) -> centroids (k, D), seeded by k-means++ (D^2 sampling).
+
+    Empty clusters keep their centre. With fewer distinct points than k, centres repeat.
+    """
     n = x.shape[0]
-    pick = torch.randperm(n, generator=generator, device="cpu")[:k] if n >= k else torch.randint(n, (k,), generator=generator)
-    centroids = x[pick.to(x.device)].clone()
+    first = torch.randint(n, (1,), generator=generator)
+    centroids = [x[first.to(x.device)]]
+    d2 = ((x - centroids[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        # next centre drawn with probability proportional to the squared distance to the nearest one
+        weights = d2.cpu() if d2.sum() > 0 else torch.ones(n)
+        pick = torch.multinomial(weights, 1, generator=generator).to(x.device)
+        centroids.append(x[pick])
+        d2 = torch.minimum(d2, ((x - x[pick]) ** 2).sum(1))
+    centroids = torch.cat(centroids)
     for _ in range(iters):
         assign = nearest_code(x, centroids)
         counts = torch.bincount(assign, minlength=k).to(x.dtype)

@@ -124,7 +124,7 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
         loss = values["loss"]
         if not torch.isfinite(loss):
             where = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
-            raise FloatingPointError(f"loss became non-finite ({float(loss)}) at step {step}{where}")
+            raise FloatingPointError(f"loss became non-finite ({float(loss.detach())}) at step {step}{where}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -8,12 +8,12 @@ import torch
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.Tensor:
-    """images: (N, C, H, W) in [0, 1] -> one (H', W', C) or (H', W') array-like tensor for imshow."""
+    """images: (N, C, H, W) in [0, 1] -> one (H', W', C) or (H', W') numpy array for imshow."""
     from torchvision.utils import make_grid
     images = images.detach().float().cpu().clamp(0, 1)
     nrow = nrow or math.ceil(math.sqrt(len(images)))
     grid = make_grid(images, nrow=nrow, padding=pad, pad_value=1.0)
-    return grid[0] if images.shape[1] == 1 else grid.permute(1, 2, 0)
+    return (grid[0] if images.shape[1] == 1 else grid.permute(1, 2, 0)).numpy()
 
 
 def show_images(images: torch.Tensor, title: str = "", nrow: int | None = None, ax=None):

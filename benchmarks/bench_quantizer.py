@@ -1,0 +1,114 @@
+"""Quantizer speed, measured side by side in one run (CPU, 2 threads by default).
+
+    python benchmarks/bench_quantizer.py [--threads 2] [--repeats 30]
+
+Rows: forward + backward of vqvae_lib's VectorQuantizer (gradient and EMA codebooks) on
+N = 8192 vectors, D = 64, K = 512; the floor (the distance matmul plus argmin alone); and
+vector_quantize_pytorch.VectorQuantize with EMA on the same shapes. Then one training step of the
+`cpu` preset's VQ-VAE. Prints a Markdown table of medians and ratios to the floor.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from vqvae_lib import VQVAE, VectorQuantizer, get_preset
+from vqvae_lib.quantize import nearest_code
+
+N, D, K = 8192, 64, 512
+
+
+def median_ms(fn, repeats: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def ours(ema: bool):
+    vq = VectorQuantizer(K, D, ema=ema).train()
+    z = torch.randn(N // 64, D, 8, 8)  # N vectors as (B, D, H, W)
+
+    def step():
+        z_e = z.clone().requires_grad_(True)
+        out = vq(z_e)
+        (out.z_q.square().mean() + out.loss).backward()
+    return step
+
+
+def floor():
+    flat, codebook = torch.randn(N, D), torch.randn(K, D)
+    return lambda: nearest_code(flat, codebook)
+
+
+def vector_quantize_pytorch():
+    from vector_quantize_pytorch import VectorQuantize
+    vq = VectorQuantize(dim=D, codebook_size=K, decay=0.99, commitment_weight=0.25).train()
+    x = torch.randn(1, N, D)
+
+    def step():
+        x_in = x.clone().requires_grad_(True)
+        quantized, _, loss = vq(x_in)
+        (quantized.square().mean() + loss.sum()).backward()
+    return step
+
+
+def training_step(preset_name: str):
+    p = get_preset(preset_name)["vqvae"]
+    torch.manual_seed(0)
+    model = VQVAE(**p["model"]).train()
+    opt = torch.optim.Adam(model.parameters(), lr=p["train"]["lr"])
+    x = torch.rand(p["train"]["batch_size"], 1, 28, 28)
+
+    def step():
+        loss = model(x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = [("floor: distance matmul + argmin", floor()),
+            ("VectorQuantizer fwd+bwd (gradient codebook)", ours(ema=False)),
+            ("VectorQuantizer fwd+bwd (EMA codebook)", ours(ema=True))]
+    try:
+        rows.append(("vector_quantize_pytorch VectorQuantize fwd+bwd (EMA)", vector_quantize_pytorch()))
+    except ImportError:
+        print("vector_quantize_pytorch is not installed: its row is skipped")
+    # interleave the measurements, so that load on the machine hits every row alike
+    results = {name: [] for name, _ in rows}
+    for _ in range(3):
+        for name, fn in rows:
+            results[name].append(median_ms(fn, args.repeats // 3 or 1))
+    base = statistics.median(results[rows[0][0]])
+    print(f"\nN={N}, D={D}, K={K}, CPU, {args.threads} threads, torch {torch.__version__}\n")
+    print("| what | median ms | x floor |")
+    print("|---|---:|---:|")
+    for name, _ in rows:
+        ms = statistics.median(results[name])
+        print(f"| {name} | {ms:.2f} | {ms / base:.2f} |")
+    if len(rows) == 4:
+        ratio = statistics.median(results[rows[3][0]]) / statistics.median(results[rows[2][0]])
+        print(f"\nvector_quantize_pytorch (EMA) / ours (EMA): {ratio:.1f}x")
+    for preset in ("ci", "cpu"):
+        ms = median_ms(training_step(preset), max(args.repeats // 3, 3), warmup=2)
+        print(f"VQ-VAE training step, `{preset}` preset (batch {get_preset(preset)['vqvae']['train']['batch_size']}, "
+              f"28x28): {ms:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

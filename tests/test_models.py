@@ -1,0 +1,132 @@
+import pickle
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from conftest import grads_reached
+from vqvae_lib import VAE, VQVAE, GatedPixelCNN, gaussian_kl
+from vqvae_lib.vae import reparameterize
+
+SMALL = dict(num_codes=16, code_dim=4, hidden_channels=8, res_channels=4, num_res_layers=1)
+
+
+def test_vqvae_shapes_default_28x28():
+    model = VQVAE(**SMALL)
+    x = torch.rand(2, 1, 28, 28)
+    out = model(x)
+    assert out.x_recon.shape == x.shape and out.vq.indices.shape == (2, 7, 7)
+    assert model.encode(x).shape == (2, 7, 7)
+    assert model.decode_indices(model.encode(x)).shape == x.shape
+    assert torch.allclose(out.loss, out.recon_loss + out.vq.loss)
+
+
+def test_vqvae_seed_article_configuration_128_to_32():
+    model = VQVAE(in_channels=3, downsample=4, **SMALL)
+    assert model.encode(torch.rand(1, 3, 128, 128)).shape == (1, 32, 32)
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in model.encoder.modules()) == 2
+
+
+def test_residual_layers_have_distinct_weights():
+    model = VQVAE(**{**SMALL, "num_res_layers": 2})
+    stack = model.encoder[0][-1]
+    w0, w1 = stack.layers[0][1].weight, stack.layers[1][1].weight
+    assert w0.data_ptr() != w1.data_ptr() and not torch.equal(w0, w1)
+
+
+def test_vqvae_gradient_routing():
+    model = VQVAE(**SMALL)
+    out = model(torch.rand(2, 1, 28, 28))
+    groups = {"encoder": list(model.encoder.parameters()), "codebook": [model.quantizer.codebook],
+              "decoder": list(model.decoder.parameters())}
+    assert grads_reached(out.recon_loss, groups) == {"encoder": True, "codebook": False, "decoder": True}
+    assert grads_reached(out.vq.codebook_loss, groups) == {"encoder": False, "codebook": True, "decoder": False}
+    assert grads_reached(out.vq.commitment_loss, groups) == {"encoder": True, "codebook": False, "decoder": False}
+
+
+@pytest.mark.parametrize("x, message", [
+    (torch.rand(2, 3, 28, 28), "channel"),
+    (torch.rand(2, 1, 30, 30), "divisible"),
+    (torch.rand(1, 28, 28), r"\(B, C, H, W\)"),
+    (torch.full((1, 1, 28, 28), float("nan")), "NaN"),
+])
+def test_vqvae_bad_input(x, message):
+    with pytest.raises(ValueError, match=message):
+        VQVAE(**SMALL)(x)
+
+
+def test_vqvae_decode_refuses_out_of_range_indices():
+    with pytest.raises(ValueError, match="indices"):
+        VQVAE(**SMALL).decode_indices(torch.full((1, 7, 7), 16))
+
+
+def test_vqvae_bad_downsample():
+    with pytest.raises(ValueError, match="power of two"):
+        VQVAE(downsample=3)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    mu, logvar = torch.randn(5, 8), torch.randn(5, 8)
+    expected = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(-1)
+    assert torch.allclose(gaussian_kl(mu, logvar), expected, atol=1e-5)
+    assert torch.allclose(gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)), torch.zeros(3))
+
+
+def test_reparameterisation_gradient_reaches_mu_and_logvar():
+    mu, logvar = torch.zeros(4, 3, requires_grad=True), torch.zeros(4, 3, requires_grad=True)
+    reparameterize(mu, logvar).pow(2).sum().backward()
+    assert mu.grad.abs().sum() > 0 and logvar.grad.abs().sum() > 0
+
+
+def test_vae_elbo_terms():
+    model = VAE(latent_dim=4, hidden_channels=4)
+    out = model(torch.rand(3, 1, 28, 28))
+    assert out.x_recon.shape == (3, 1, 28, 28) and out.z.shape == (3, 4)
+    assert torch.allclose(out.loss, out.recon_loss + out.kl) and out.kl >= 0
+    assert model.sample(5).shape == (5, 1, 28, 28)
+    with pytest.raises(ValueError, match="expected images"):
+        model(torch.rand(3, 1, 32, 32))
+
+
+MODELS = [
+    (VQVAE, dict(SMALL, quantizer=dict(ema=True)), lambda: torch.rand(2, 1, 28, 28)),
+    (VAE, dict(latent_dim=4, hidden_channels=4), None),
+    (GatedPixelCNN, dict(num_codes=8, hidden_channels=8, num_layers=2, num_classes=3), None),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, _", MODELS)
+def test_checkpoint_round_trip(tmp_path, cls, kwargs, _):
+    model = cls(**kwargs)
+    model.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors"}
+    loaded = cls.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_pickle_offered_as_checkpoint_is_refused(tmp_path):
+    model = VQVAE(**SMALL)
+    model.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "model.safetensors")  # a pickle in disguise
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        VQVAE.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(ValueError, match="refused"):
+        VQVAE.from_pretrained(tmp_path)
+
+
+def test_mismatched_or_corrupt_checkpoint_is_refused(tmp_path):
+    VQVAE(**SMALL).save_pretrained(tmp_path)
+    config = (tmp_path / "config.json").read_text()
+    (tmp_path / "config.json").write_text(config.replace('"num_codes": 16', '"num_codes": 32'))
+    with pytest.raises(ValueError, match="do not match"):
+        VQVAE.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds a VQVAE"):
+        VAE.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        VQVAE.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        VQVAE.from_pretrained(tmp_path / "nowhere")

@@ -1,0 +1,112 @@
+import math
+
+import pytest
+import torch
+
+from vqvae_lib.pixelcnn import GatedPixelCNN, MaskedConv2d, PlainPixelCNN
+
+H = W = 7
+
+
+def dependency_map(model, i, j, labels=None):
+    """|d logits[:, :, i, j] / d input embedding| per position, via autograd: (H, W) bool."""
+    captured = {}
+
+    def hook(module, inputs, output):
+        output.retain_grad()
+        captured["emb"] = output
+
+    handle = model.embed.register_forward_hook(hook)
+    try:
+        indices = torch.randint(model.embed.num_embeddings, (1, H, W))
+        logits = model(indices) if labels is None else model(indices, labels)
+        logits[0, :, i, j].sum().backward()
+    finally:
+        handle.remove()
+    return captured["emb"].grad[0].abs().sum(-1) > 0
+
+
+def raster_before(i, j):
+    rows, cols = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    return (rows < i) | ((rows == i) & (cols < j))
+
+
+@pytest.mark.parametrize("i,j", [(0, 0), (0, 3), (3, 3), (4, 2), (6, 6), (2, 0), (5, 1)])
+def test_gated_pixelcnn_is_causal(i, j):
+    dep = dependency_map(GatedPixelCNN(16, hidden_channels=8, num_layers=8), i, j)
+    assert not (dep & ~raster_before(i, j)).any(), "logits depend on the current or a later position"
+
+
+def test_gated_pixelcnn_has_no_blind_spot():
+    i, j = 3, 3
+    dep = dependency_map(GatedPixelCNN(16, hidden_channels=8, num_layers=8), i, j)
+    assert dep[i - 1, j + 2] and dep[i - 2, j + 3]
+    # with enough layers every earlier position is seen
+    assert torch.equal(dep, raster_before(i, j))
+
+
+def test_plain_masked_stack_is_causal_but_has_the_blind_spot():
+    i, j = 3, 3
+    dep = dependency_map(PlainPixelCNN(16, hidden_channels=8, num_layers=8), i, j)
+    assert not (dep & ~raster_before(i, j)).any()
+    assert not dep[i - 1, j + 2] and not dep[i - 2, j + 3]
+    assert dep[i - 1, j + 1] and dep[i, j - 1]
+
+
+def test_class_conditioning_keeps_causality_and_changes_logits():
+    model = GatedPixelCNN(16, hidden_channels=8, num_layers=4, num_classes=3)
+    dep = dependency_map(model, 2, 2, labels=torch.tensor([1]))
+    assert not (dep & ~raster_before(2, 2)).any()
+    idx = torch.randint(16, (2, H, W))
+    with torch.no_grad():
+        model.layers[0].class_embed.weight.normal_()
+        assert not torch.allclose(model(idx, torch.tensor([0, 0])), model(idx, torch.tensor([1, 1])))
+
+
+def test_mask_types():
+    a, b = MaskedConv2d("A", 1, 1, 3).mask, MaskedConv2d("B", 1, 1, 3).mask
+    assert a.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert b.tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 0]]
+
+
+def test_shapes_bits_and_sampling():
+    model = GatedPixelCNN(10, hidden_channels=8, num_layers=3, num_classes=2)
+    idx = torch.randint(10, (4, 5, 6))
+    assert model(idx).shape == (4, 10, 5, 6)
+    # an untrained prior is close to uniform: about log2(10) bits per code
+    with torch.no_grad():
+        for p in model.head[-1].parameters():
+            p.zero_()
+    with torch.no_grad():
+        assert float(model.bits_per_code(idx)) == pytest.approx(math.log2(10), rel=1e-5)
+    g = torch.Generator().manual_seed(0)
+    s1 = model.sample(3, (5, 6), labels=torch.tensor(1), generator=g)
+    s2 = model.sample(3, (5, 6), labels=torch.tensor(1), generator=torch.Generator().manual_seed(0))
+    assert s1.shape == (3, 5, 6) and s1.dtype == torch.long and torch.equal(s1, s2)
+    assert s1.min() >= 0 and s1.max() < 10
+
+
+def test_low_temperature_sampling_is_greedy():
+    model = GatedPixelCNN(10, hidden_channels=8, num_layers=2)
+    a = model.sample(2, (3, 3), temperature=1e-4, generator=torch.Generator().manual_seed(0))
+    b = model.sample(2, (3, 3), temperature=1e-4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.full((1, 3, 3), 10), r"\[0, 10\)"),
+    (torch.full((1, 3, 3), -1), r"\[0, 10\)"),
+    (torch.zeros(3, 3, dtype=torch.long), "grid"),
+    (torch.zeros(1, 3, 3), "int64"),
+])
+def test_bad_indices_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        GatedPixelCNN(10, hidden_channels=8, num_layers=2)(bad)
+
+
+def test_bad_labels_are_refused():
+    idx = torch.zeros(2, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="num_classes"):
+        GatedPixelCNN(10, hidden_channels=8, num_layers=2)(idx, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="labels"):
+        GatedPixelCNN(10, hidden_channels=8, num_layers=2, num_classes=2)(idx, torch.tensor([0, 2]))
