@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 # Run size for notebooks (ci | cpu | gpu); ci keeps a full build and test within minutes on 2 CPU cores.
 PRESET ?= ci
 export VQVAE_PRESET := $(PRESET)
-export MPLBACKEND := Agg
 
 .PHONY: setup book test unit notebooks browser clean
 
@@ -47,7 +46,7 @@ browser: setup
 	$(PY) -m pytest -q tests/browser
 
 unit: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --ignore=tests/browser
 
 notebooks: setup
 	$(PY) -m pytest -q --nbval-lax notebooks

@@ -138,3 +138,13 @@ def test_lookup_refuses_out_of_range_indices():
     vq = VectorQuantizer(8, 4)
     with pytest.raises(ValueError, match=r"\[0, 8\)"):
         vq.lookup(torch.tensor([[[8]]]))
+
+
+def test_ema_leaves_unused_codes_in_place():
+    vq = VectorQuantizer(4, 2, ema=True)
+    with torch.no_grad():
+        vq.codebook[3] = vq.ema_sum[3] = torch.tensor([50.0, 50.0])  # never the nearest
+    far = vq.codebook[3].clone()
+    for _ in range(200):
+        vq(torch.randn(1, 2, 4, 4) * 0.01)
+    assert torch.allclose(vq.codebook[3], far, rtol=1e-3)

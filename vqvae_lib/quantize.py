@@ -40,6 +40,34 @@ def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return torch.addmm(codebook.pow(2).sum(1), flat, codebook.t(), alpha=-2.0).argmin(1)
 
 
+def code_sums(idx: torch.Tensor, x: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """Sum of the rows of x assigned to each code. idx: (N,) long, x: (N, D) -> (K, D).
+
+    On the CPU a sparse one-hot matmul: index_add_ there runs serially (~100x slower at N = 8192).
+    """
+    if x.device.type == "cpu":
+        n = idx.shape[0]
+        onehot = torch.sparse_coo_tensor(torch.stack([idx, torch.arange(n)]), torch.ones(n, dtype=x.dtype),
+                                         (num_codes, n), check_invariants=False)
+        return torch.sparse.mm(onehot, x)
+    return torch.zeros(num_codes, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, idx, x)
+
+
+class GatherCodes(torch.autograd.Function):
+    """codebook[idx] whose backward sums the gradients per code with :func:`code_sums`."""
+
+    @staticmethod
+    def forward(ctx, codebook: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        ctx.num_codes = codebook.shape[0]
+        return codebook.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (idx,) = ctx.saved_tensors
+        return code_sums(idx, grad.contiguous(), ctx.num_codes), None
+
+
 def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
     """exp(H(p)) of the usage distribution p = counts / counts.sum(). counts: (K,)."""
     p = counts.float() / counts.sum().clamp_min(1)
@@ -65,7 +93,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator 
     for _ in range(iters):
         assign = nearest_code(x, centroids)
         counts = torch.bincount(assign, minlength=k).to(x.dtype)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        sums = code_sums(assign, x, k)
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled, None]
     return centroids
@@ -99,7 +127,9 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps_unused", torch.zeros(num_codes, dtype=torch.long))
         if ema:
-            self.register_buffer("ema_count", torch.zeros(num_codes))
+            # Start as if each code had been chosen once at its initial position: an unused code then
+            # stays where it is (zero counts would divide its decaying sum by ~eps and fling it away).
+            self.register_buffer("ema_count", torch.ones(num_codes))
             self.register_buffer("ema_sum", self.codebook.detach().clone())
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
@@ -126,7 +156,7 @@ class VectorQuantizer(nn.Module):
                 counts = torch.bincount(idx, minlength=self.num_codes)
             if self.training:
                 self._update(flat.detach(), idx, counts)
-            e = F.embedding(idx, self.codebook).view(B, H, W, D).permute(0, 3, 1, 2)
+            e = GatherCodes.apply(self.codebook, idx).view(B, H, W, D).permute(0, 3, 1, 2)
             codebook_loss = F.mse_loss(e, z.detach())
             commitment_loss = F.mse_loss(z, e.detach())
             loss = self.beta * commitment_loss if self.ema else codebook_loss + self.beta * commitment_loss
@@ -148,7 +178,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
         if self.ema:
-            sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)
+            sums = code_sums(idx, flat, self.num_codes)
             self.ema_count.mul_(self.decay).add_(counts.float(), alpha=1 - self.decay)
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             n = self.ema_count.sum()

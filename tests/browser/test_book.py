@@ -128,6 +128,15 @@ def offline_page(browser):
     context.close()
 
 
+def _wait_for(tab, doc: str, what: str, expression: str, arg=None) -> None:
+    """page.wait_for_function, failing with what was awaited and what the page reported."""
+    try:
+        tab.page.wait_for_function(expression, arg=arg)
+    except sync_api.TimeoutError:
+        pytest.fail(f"{doc}: timed out waiting for {what}; blocked requests: {tab.blocked}; "
+                    f"console errors: {tab.errors}")
+
+
 _link_status: dict[str, int] = {}  # URL without fragment -> HTTP status, shared by all pages
 
 
@@ -151,7 +160,8 @@ def test_page(doc, server, offline_page):
     # Equations: every math element holds a MathJax-rendered <mjx-container>, none with a TeX error.
     n_math = page.locator(".math").count()
     if n_math:
-        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
+        _wait_for(offline_page, doc, "MathJax to load",
+                  "() => window.MathJax && MathJax.startup && MathJax.startup.promise")
         page.evaluate("() => MathJax.startup.promise")
         untypeset = page.evaluate(
             "() => [...document.querySelectorAll('.math')]"
@@ -172,8 +182,8 @@ def test_page(doc, server, offline_page):
             .filter(s => ids.has(JSON.parse(s.textContent).model_id)).length;
     }}""")
     if n_views:
-        page.wait_for_function(
-            "n => document.querySelectorAll('.widget-subarea > .jupyter-widgets').length >= n", arg=n_views)
+        _wait_for(offline_page, doc, f"{n_views} widget views to render",
+                  "n => document.querySelectorAll('.widget-subarea > .jupyter-widgets').length >= n", n_views)
 
     # Images: force lazy images to load, then every <img> must have decoded pixels.
     page.evaluate("""() => Promise.all([...document.images].map(img => {

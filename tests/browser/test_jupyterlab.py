@@ -1,0 +1,316 @@
+"""Run chapter 7 in a real JupyterLab, in Debian's chromium, and use its widgets.
+
+The test starts its own JupyterLab server (from this Python environment) on 127.0.0.1 with a random
+token, in a temporary root holding a copy of ``notebooks/07_exploring_the_codebook.ipynb`` (and,
+when present, the ``ci`` models cached under ``notebooks/runs/``; otherwise the notebook trains
+them under ``VQVAE_PRESET=ci``). Playwright drives ``/usr/bin/chromium`` (no browser download):
+it opens the notebook, runs all cells from the *Run* menu, waits until every cell has run, then
+moves sliders and clicks buttons in the visualizers and asserts that their images and readouts
+change. Screenshots go to ``_build/screenshots/jupyterlab/`` (or ``JUPYTERLAB_SCREENSHOT_DIR``).
+The server, its kernels and the browser are stopped even when the test fails.
+
+Run with ``.venv/bin/python -m pytest -q tests/browser/test_jupyterlab.py`` (about a minute or two).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO / "notebooks" / "07_exploring_the_codebook.ipynb"
+RUNS_CACHE = REPO / "notebooks" / "runs" / "ci-mnist-5k"
+SCREENSHOTS = Path(os.environ.get("JUPYTERLAB_SCREENSHOT_DIR", REPO / "_build" / "screenshots" / "jupyterlab"))
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+RUN_ALL_TIMEOUT_S = 480  # training the ci models from scratch on a busy 2-core machine, plus the widgets
+WAIT_MS = 60_000  # one widget update on a busy machine
+
+if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+    pytest.skip(f"chromium not found at {CHROMIUM!r}: install Debian's chromium (apt-get install chromium) "
+                f"or set CHROMIUM", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+pytest.importorskip("jupyterlab", reason="JupyterLab is not installed in this environment")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_settings(settings_dir: Path) -> None:
+    """JupyterLab user settings for a test: render every cell (no windowing), start the notebook's
+    kernel without asking, no news pop-up."""
+    files = {"@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none",
+                                                                            "autoStartDefaultKernel": True},
+             "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
+                                                                                 "checkForUpdates": False}}
+    for name, value in files.items():
+        path = settings_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value))
+
+
+def copy_without_outputs(src: Path, dst: Path) -> None:
+    """Copy a notebook as a reader gets it fresh: no outputs, no execution counts, no widget state."""
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, dst)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (our temporary runtime dir: only what this test started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def api(url: str, method: str = "GET"):
+    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as r:
+        body = r.read()
+        return json.loads(body) if body else None
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 with a random token; stopped (with its kernels) afterwards."""
+    root = tmp_path_factory.mktemp("lab-root")
+    home = tmp_path_factory.mktemp("lab-home")
+    copy_without_outputs(NOTEBOOK, root / NOTEBOOK.name)
+    if (RUNS_CACHE / "vqvae" / "metrics.json").exists() and (RUNS_CACHE / "prior" / "metrics.json").exists():
+        shutil.copytree(RUNS_CACHE, root / "runs" / RUNS_CACHE.name,
+                        ignore=shutil.ignore_patterns("checkpoint"))
+    write_settings(home / "settings")
+    env = {**os.environ, "VQVAE_PRESET": "ci", "JUPYTER_CONFIG_DIR": str(home / "config"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "IPYTHONDIR": str(home / "ipython")}
+    env.pop("MPLBACKEND", None)  # the kernel's own inline backend, as for a reader
+    port, token = free_port(), secrets.token_hex(24)
+    log_path = home / "jupyterlab.log"
+    log = open(log_path, "w")
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly"]  # nothing reaches out to the network
+    if os.geteuid() == 0:  # CI containers often run as root
+        cmd.append("--allow-root")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                api(f"{base}/api/status?token={token}")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"jupyter lab did not answer:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield SimpleNamespace(base=base, token=token, root=root, log=log_path)
+    finally:
+        try:  # shut the kernels down politely first: they run in sessions of their own
+            for kernel in api(f"{base}/api/kernels?token={token}") or []:
+                api(f"{base}/api/kernels/{kernel['id']}?token={token}", method="DELETE")
+        except Exception:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+        for pid in processes_mentioning(str(home / "runtime")):  # a kernel that outlived its server
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+
+
+@pytest.fixture()
+def page():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def run_all_cells(page) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+
+def wait_until_all_ran(page, timeout_s: float) -> None:
+    """Every code cell shows an execution count (no [*], no blank) and the kernel is idle."""
+    page.wait_for_function(
+        """() => {
+            const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
+            const idle = document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="idle"]');
+            return prompts.length > 0 && idle && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+        }""", timeout=timeout_s * 1000, polling=1000)
+
+
+def img_src(page, css: str) -> str:
+    """The src of the image ``css`` (an ipywidgets Image is itself the <img>, carrying its classes)."""
+    return page.locator(css).first.get_attribute("src")
+
+
+def wait_changed(page, css: str, old: str, what: str = "src") -> str:
+    """Wait until the src (of an <img>, what="src") or the text (what="text") of ``css`` differs from ``old``."""
+    page.wait_for_function(
+        """([css, old, what]) => {
+            const el = document.querySelector(css);
+            return el && (what === 'src' ? el.getAttribute('src') : el.textContent) !== old;
+        }""", arg=[css, old, what], timeout=WAIT_MS)
+    loc = page.locator(css).first
+    return img_src(page, css) if what == "src" else loc.text_content()
+
+
+def wait_text(page, css: str, text: str) -> str:
+    """Wait until the element ``css`` contains ``text`` (updates arrive one by one); return its text."""
+    try:
+        page.wait_for_function("([css, text]) => (document.querySelector(css)?.textContent || '').includes(text)",
+                               arg=[css, text], timeout=WAIT_MS)
+    except sync_api.TimeoutError:
+        raise AssertionError(f"{css} never showed {text!r}; it shows {page.locator(css).first.text_content()!r}")
+    return page.locator(css).first.text_content()
+
+
+def nudge_slider(page, css: str, key: str = "ArrowRight", times: int = 1) -> None:
+    """Move an ipywidgets slider by keyboard, as a reader could: focus its handle, press arrow keys."""
+    handle = page.locator(f"{css} .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    for _ in range(times):
+        handle.press(key)
+
+
+def click_button(page, css: str) -> None:
+    button = page.locator(f"button{css}, {css} button").first
+    button.scroll_into_view_if_needed()
+    button.click()
+
+
+def shot(page, css: str, name: str) -> Path:
+    path = SCREENSHOTS / name
+    element = page.locator(css).first
+    element.scroll_into_view_if_needed()
+    element.screenshot(path=str(path))
+    return path
+
+
+def test_chapter7_widgets_live_in_jupyterlab(lab, page):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(f"{lab.base}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+    select = page.locator(".jp-Dialog button", has_text="Select")
+    try:  # older settings or versions may still ask which kernel to start
+        select.wait_for(timeout=5_000)
+        select.click()
+    except sync_api.TimeoutError:
+        pass
+    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(timeout=120_000)
+    run_all_cells(page)
+    wait_until_all_ran(page, RUN_ALL_TIMEOUT_S)
+    ran_s = time.perf_counter() - start
+    page.screenshot(path=str(SCREENSHOTS / "notebook-after-run-all.png"))
+
+    tracebacks = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] .ansi-red-fg, '
+                              '.jp-OutputArea-output .jp-RenderedText:has-text("Traceback")')
+    assert tracebacks.count() == 0, f"a cell raised: {tracebacks.first.text_content()[:2000]}"
+    for css in (".vq-atlas", ".vq-editor", ".vq-playground", ".vq-kl", ".vq-sampler"):
+        page.locator(f"{css} img").first.wait_for(timeout=WAIT_MS)  # every visualizer rendered
+
+    # KL explorer: the slider moves the plot and the readout; numerical KL and formula stay equal
+    src = img_src(page, "img.vq-kl-image")
+    formula = page.locator(".vq-kl-formula").first.text_content()
+    nudge_slider(page, ".vq-kl-distance", times=4)
+    wait_changed(page, "img.vq-kl-image", src)
+    new_formula = wait_changed(page, ".vq-kl-formula", formula, what="text")
+    assert page.locator(".vq-kl-numeric").first.text_content() == new_formula
+    shot(page, ".vq-kl", "kl-explorer.png")
+
+    # Playground: the K slider restarts with fewer codes, Step trains one step
+    src = img_src(page, "img.vq-play-image")
+    nudge_slider(page, ".vq-play-k", "ArrowLeft", times=4)
+    wait_text(page, ".vq-playground .vq-message", "K = 12")  # four restarts, 16 -> 12 codes
+    src = img_src(page, "img.vq-play-image")
+    click_button(page, ".vq-play-step")
+    wait_changed(page, "img.vq-play-image", src)
+    wait_text(page, ".vq-playground .vq-message", "Step 1:")
+    shot(page, ".vq-playground", "playground.png")
+
+    # Prior sampler: the temperature slider redraws, the Sample button draws new samples
+    src = img_src(page, "img.vq-sampler-image")
+    nudge_slider(page, ".vq-sampler-temperature", "ArrowLeft", times=2)
+    wait_changed(page, "img.vq-sampler-image", src)
+    wait_text(page, ".vq-sampler .vq-message", "temperature 0.90")
+    src = img_src(page, "img.vq-sampler-image")
+    click_button(page, ".vq-sampler-sample")
+    wait_changed(page, "img.vq-sampler-image", src)
+    wait_text(page, ".vq-sampler .vq-message", "seed 1")
+    shot(page, ".vq-sampler", "prior-sampler.png")
+
+    # Latent editor: the row slider moves the selection, "random code" edits, "undo" takes it back
+    src = img_src(page, "img.vq-editor-image")
+    nudge_slider(page, ".vq-editor-row", "ArrowLeft", times=2)
+    wait_changed(page, "img.vq-editor-image", src)
+    wait_text(page, ".vq-editor .vq-message", "1 cell(s) edited")  # the chapter's own edit
+    src = img_src(page, "img.vq-editor-image")
+    click_button(page, ".vq-editor-random")
+    edited = wait_changed(page, "img.vq-editor-image", src)
+    wait_text(page, ".vq-editor .vq-message", "2 cell(s) edited")
+    click_button(page, ".vq-editor-undo")
+    wait_changed(page, "img.vq-editor-image", edited)
+    wait_text(page, ".vq-editor .vq-message", "1 cell(s) edited")
+    shot(page, ".vq-editor", "latent-editor.png")
+
+    # Codebook atlas: the usage-rank slider selects another code
+    src = img_src(page, "img.vq-atlas-where")
+    nudge_slider(page, ".vq-atlas-rank", times=3)
+    wait_changed(page, "img.vq-atlas-where", src)
+    wait_text(page, ".vq-atlas-info", "usage rank 3 of")
+    shot(page, ".vq-atlas", "codebook-atlas.png")
+
+    assert not errors, f"page errors: {errors}"
+    total_s = time.perf_counter() - start
+    (SCREENSHOTS / "timing.json").write_text(json.dumps({"run_all_cells_s": round(ran_s, 1),
+                                                         "whole_test_s": round(total_s, 1)}))
+    print(f"\nJupyterLab: run all cells {ran_s:.1f} s, whole interaction {total_s:.1f} s; "
+          f"screenshots in {SCREENSHOTS}")

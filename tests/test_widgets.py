@@ -1,0 +1,283 @@
+"""The visualizers' logic, driven without a front end: set values, fire handlers, check what changed."""
+import math
+
+import pytest
+import torch
+
+from vqvae_lib import VQVAE, GatedPixelCNN
+from vqvae_lib.widgets import (CodebookAtlasState, LatentEditorState, PlaygroundState, codebook_atlas,
+                               commitment_kl_explorer, decoder_reach, kl_quadrature, kl_readout, latent_editor,
+                               prior_sampler, quantisation_playground)
+from vqvae_lib.widgets.sampler import PriorSamplerState
+
+K = 16
+
+
+@pytest.fixture(scope="module")
+def vqvae():
+    torch.manual_seed(0)
+    return VQVAE(num_codes=K, code_dim=4, hidden_channels=16, res_channels=8, num_res_layers=1).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    torch.manual_seed(1)
+    x = torch.zeros(24, 1, 28, 28)
+    x[:, :, 6:22, 10:18] = torch.rand(24, 1, 16, 8)  # some structure, so that several codes occur
+    return x
+
+
+@pytest.fixture(scope="module")
+def prior():
+    torch.manual_seed(2)
+    return GatedPixelCNN(K, hidden_channels=8, num_layers=2, num_classes=10).eval()
+
+
+def is_png(data: bytes) -> bool:
+    return data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def error_shown(view) -> bool:
+    return "#b00020" in view.message.value
+
+
+# ---------------------------------------------------------------- codebook atlas
+def test_atlas_statistics(vqvae, images):
+    s = CodebookAtlasState(vqvae, images)
+    assert s.indices.shape == (24, 7, 7)
+    assert int(s.counts.sum()) == 24 * 49
+    assert torch.all(s.counts[s.order][:-1] >= s.counts[s.order][1:])  # most used first
+    assert torch.equal(s.order[s.rank], torch.arange(K))
+    assert s.decoded_tiles().shape == (K, 1, 28, 28)
+    assert s.mean_patches().shape == (K, 1, 4, 4)
+    top = int(s.order[0])
+    assert s.summary(top)["count"] == int(s.counts.max()) and s.summary(top)["rank"] == 0
+    assert int(s.occurrences(top)[s.top_images(top, 1)]) == int(s.occurrences(top).max())
+
+
+def test_atlas_selection_updates_views(vqvae, images):
+    view = codebook_atlas(vqvae, images)
+    before = {k: w.value for k, w in view.images.items()}
+    assert all(is_png(v) for v in before.values())
+    view.controls["rank"].value = 1
+    assert view.controls["code"].value == int(view.state.order[1])
+    assert view.images["where"].value != before["where"] and view.images["atlas"].value != before["atlas"]
+    assert f"<b>{int(view.state.order[1])}</b>" in view.info.value
+    code = int(view.state.order[2])
+    view.controls["code"].value = code  # typing a code moves the rank slider
+    assert view.controls["rank"].value == 2
+    view.controls["mode"].value = "mean"
+    assert view.images["atlas"].value != before["atlas"] and not error_shown(view)
+
+
+@pytest.mark.parametrize("bad", [K, 99, -1])
+def test_atlas_refuses_out_of_range_code(vqvae, images, bad):
+    view = codebook_atlas(vqvae, images)
+    where = view.images["where"].value
+    view.controls["code"].value = bad  # must not raise
+    assert error_shown(view) and "out of range" in view.message.value
+    assert view.images["where"].value == where
+    with pytest.raises(ValueError):
+        view.state.summary(bad)
+
+
+# ---------------------------------------------------------------- latent editor
+def test_decoder_reach_from_architecture():
+    # 3x3 conv + L residual 3x3 convs widen by 1 + L cells; two 4x4 stride-2 transposed convs: 4 (1 + L) + 3 pixels
+    for layers in (1, 2):
+        model = VQVAE(num_codes=4, code_dim=2, hidden_channels=8, res_channels=4, num_res_layers=layers)
+        assert decoder_reach(model) == 4 * (1 + layers) + 3
+
+
+def test_edit_changes_decoded_image_only_near_the_cell(vqvae, images):
+    s = LatentEditorState(vqvae, images[0])
+    before = s.decoded().clone()
+    assert s.set_code(0, 0, (int(s.indices[0, 0]) + 3) % K)
+    diff = (s.decoded() - before).abs()[0]  # (28, 28)
+    limit = 4 + s.reach  # the corner cell's block is pixels 0..3; nothing past its reach may move
+    assert diff[limit:, :].max() < 1e-6 and diff[:, limit:].max() < 1e-6
+    assert diff[:4, :4].max() > 1e-4  # ... and its own block does
+    assert diff.gt(1e-6).float().mean() < 0.4
+
+
+def test_editor_undo_reset_and_history(vqvae, images):
+    s = LatentEditorState(vqvae, images[3])
+    original = s.decoded().clone()
+    assert not s.set_code(2, 2, int(s.indices[2, 2]))  # same code: not an edit
+    s.set_code(2, 2, (int(s.indices[2, 2]) + 1) % K)
+    s.set_code(4, 1, (int(s.indices[4, 1]) + 1) % K)
+    assert s.edited_cells == [(2, 2), (4, 1)]
+    assert s.undo() and s.edited_cells == [(2, 2)]
+    s.reset()
+    assert s.edited_cells == [] and not s.undo()
+    assert torch.equal(s.decoded(), original)
+    for bad in [(7, 0, 0), (0, -1, 0), (0, 0, K), (0, 0, -1), (0, 0, 1.5)]:
+        with pytest.raises(ValueError):
+            s.set_code(*bad)
+
+
+def test_editor_widget(vqvae, images):
+    view = latent_editor(vqvae, images[5])
+    c = view.controls
+    first = view.images["editor"].value
+    c["row"].value, c["col"].value = 1, 2
+    assert c["code"].value == int(view.state.indices[1, 2]) and view.state.edited_cells == []  # selecting is not editing
+    old = c["code"].value
+    c["code"].value = (old + 5) % K
+    assert view.state.edited_cells == [(1, 2)] and view.images["editor"].value != first
+    edited = view.images["editor"].value
+    c["code"].value = K + 3  # out of range: a message, the grid unchanged
+    assert error_shown(view) and "out of range" in view.message.value
+    assert int(view.state.indices[1, 2]) == (old + 5) % K and view.images["editor"].value == edited
+    c["undo"].click()
+    assert view.state.edited_cells == [] and c["code"].value == old and not error_shown(view)
+    c["undo"].click()
+    assert "Nothing to undo" in view.message.value
+    c["random"].click()
+    c["reset"].click()
+    assert view.state.edited_cells == []
+    assert view.last_update_ms > 0
+
+
+# ---------------------------------------------------------------- 2-D playground
+def codes_used_after(steps=60, **settings):
+    state = PlaygroundState(num_points=400, num_codes=16, **settings)
+    state.step(steps)
+    return state.codes_used
+
+
+def test_bad_init_collapses_and_each_restarting_remedy_fixes_it():
+    assert PlaygroundState(num_points=400, num_codes=16).codes_used == 1  # the clump: one code is nearest to all
+    assert codes_used_after() <= 2  # plain training: the rest never win a point, so never move
+    assert codes_used_after(kmeans_init=True) >= 14
+    assert codes_used_after(restart=True) >= 14
+    assert codes_used_after(ema=True, restart=True) >= 14
+    # EMA alone changes how the used codes move, not whether a dead code ever gets a point
+    assert codes_used_after(ema=True) <= 2
+
+
+def test_killing_codes_shows_collapse_and_restart_revives_them():
+    for restart, expect_dead in ((False, 8), (True, 0)):
+        state = PlaygroundState(num_points=400, num_codes=16, init="data", restart=restart)
+        state.step(60)
+        assert state.codes_used == 16
+        with torch.no_grad():  # kill half of the codes: move them far from every point
+            state.quantizer.codebook[:8] = torch.tensor([30.0, 30.0]) + torch.randn(8, 2)
+        assert int(state.dead().sum()) == 8
+        state.step(60)
+        assert int(state.dead().sum()) == expect_dead
+
+
+def test_playground_is_seeded_and_validates():
+    a, b = PlaygroundState(num_points=200, kmeans_init=True), PlaygroundState(num_points=200, kmeans_init=True)
+    a.step(20), b.step(20)
+    assert a.history == b.history and torch.equal(a.quantizer.codebook, b.quantizer.codebook)
+    for bad in [dict(num_codes=300, num_points=200), dict(num_codes=0), dict(init="nowhere"), dict(lr=0.0)]:
+        with pytest.raises(ValueError):
+            PlaygroundState(**bad)
+
+
+def test_playground_widget():
+    view = quantisation_playground(num_points=300)
+    c = view.controls
+    first = view.images["plane"].value
+    c["beta"].value, c["lr"].value = 1.0, 0.01
+    assert view.state.beta == 1.0 and math.isclose(view.state.lr, 0.01, rel_tol=1e-6)
+    c["step"].click()
+    assert view.state.steps == 1 and view.images["plane"].value != first
+    c["n_steps"].value = 30
+    c["run"].click()
+    assert view.state.steps == 31 and "codes used" in view.message.value
+    old = view.state
+    c["points"].value = 10  # K = 16 > 10 points: refused, the old run stays
+    assert error_shown(view) and "K = 16" in view.message.value and view.state is old
+    c["K"].value = 8  # now valid: a new run from step 0
+    assert view.state is not old and view.state.num_codes == 8 and view.state.steps == 0
+    c["kmeans_init"].value = True
+    c["run"].click()
+    assert view.state.codes_used == 8 and not error_shown(view)
+
+
+# ---------------------------------------------------------------- commitment as KL
+@pytest.mark.parametrize("distance,s", [(0.0, 0.5), (0.3, 0.1), (1.0, 0.5), (2.5, 1.7), (3.0, 0.1)])
+def test_kl_readout_equals_formula(distance, s):
+    r = kl_readout(distance, s)
+    assert r["kl_formula"] == distance ** 2 / (2 * s ** 2)
+    assert abs(r["kl_numeric"] - r["kl_formula"]) < 1e-8 * max(1.0, r["kl_formula"])
+
+
+def test_kl_quadrature_unequal_widths():
+    mq, sq, mp, sp = 0.4, 0.7, -0.5, 1.3
+    exact = math.log(sp / sq) + (sq ** 2 + (mq - mp) ** 2) / (2 * sp ** 2) - 0.5
+    assert abs(kl_quadrature(mq, sq, mp, sp) - exact) < 1e-9
+    for bad in [(1.0, 0.0), (-1.0, 0.5)]:
+        with pytest.raises(ValueError):
+            kl_readout(*bad)
+
+
+def test_kl_widget_readout_follows_sliders():
+    view = commitment_kl_explorer()
+    first, html = view.images["plot"].value, view.readout.value
+    view.controls["distance"].value = 1.3
+    view.controls["s"].value = 0.7
+    formula = 1.3 ** 2 / (2 * 0.7 ** 2)
+    assert abs(view.state["kl_numeric"] - formula) < 1e-8
+    assert f"<b class='vq-kl-numeric'>{formula:.4f}</b>" in view.readout.value
+    assert f"<b class='vq-kl-formula'>{formula:.4f}</b>" in view.readout.value
+    assert view.readout.value != html and view.images["plot"].value != first
+
+
+# ---------------------------------------------------------------- prior sampler
+def test_sampler_state(vqvae, prior):
+    s = PriorSamplerState(vqvae, prior, (7, 7), num_samples=4)
+    images, grids = s.sample(1.0, label=3, seed=0)
+    assert images.shape == (4, 1, 28, 28) and grids.shape == (4, 7, 7)
+    assert torch.equal(s.sample(1.0, 3, 0)[1], grids)  # seeded
+    with pytest.raises(ValueError):
+        s.sample(0.0)
+    with pytest.raises(ValueError):
+        s.sample(1.0, label=10)
+    with pytest.raises(ValueError):
+        PriorSamplerState(vqvae, GatedPixelCNN(K + 1, hidden_channels=8, num_layers=2), (7, 7))
+    with pytest.raises(ValueError):
+        PriorSamplerState(vqvae, GatedPixelCNN(K, hidden_channels=8, num_layers=2), (7, 7)).sample(1.0, label=0)
+
+
+def test_sampler_widget(vqvae, prior):
+    view = prior_sampler(vqvae, prior, (7, 7), num_samples=4)
+    first = view.images["samples"].value
+    assert is_png(first)
+    view.controls["temperature"].value = 0.3
+    low_t = view.images["samples"].value
+    assert low_t != first
+    view.controls["sample"].click()
+    assert view.seed == 1 and view.images["samples"].value != low_t
+    view.controls["class"].value = 7
+    assert "class 7" in view.message.value
+
+
+# ---------------------------------------------------------------- the chapter as committed
+def test_chapter_notebook_keeps_every_visualizer_state():
+    """The executed chapter carries the widgets' state, so a static page (or GitHub) shows each
+    visualizer's first picture without a kernel."""
+    import base64
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "07_exploring_the_codebook.ipynb"
+    if not path.exists():
+        pytest.skip("chapter 7 is not in this checkout")
+    nb = json.loads(path.read_text())
+    state = nb["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    pictures = {}
+    for model in state.values():
+        if model["model_name"] == "ImageModel":
+            for cls in model["state"].get("_dom_classes", []):
+                pictures[cls] = [base64.b64decode(b["data"]) for b in model.get("buffers", [])]
+    for cls in ("vq-atlas-image", "vq-atlas-where", "vq-editor-image", "vq-play-image", "vq-kl-image",
+                "vq-sampler-image"):
+        assert cls in pictures and pictures[cls] and is_png(pictures[cls][0]), f"no stored picture for {cls}"
+    shown = {o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+             for cell in nb["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})}
+    assert shown <= set(state), "a displayed widget has no stored state"
