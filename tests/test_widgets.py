@@ -121,7 +121,8 @@ def test_editor_widget(vqvae, images):
     c = view.controls
     first = view.images["editor"].value
     c["row"].value, c["col"].value = 1, 2
-    assert c["code"].value == int(view.state.indices[1, 2]) and view.state.edited_cells == []  # selecting is not editing
+    # selecting a cell shows its code, and is not an edit
+    assert c["code"].value == int(view.state.indices[1, 2]) and view.state.edited_cells == []
     old = c["code"].value
     c["code"].value = (old + 5) % K
     assert view.state.edited_cells == [(1, 2)] and view.images["editor"].value != first

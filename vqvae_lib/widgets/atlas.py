@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..quantize import perplexity_from_counts
-from .base import Visualizer, hbox, image_widget, labelled, single_threaded
+from .base import WIDE, Visualizer, hbox, image_widget, labelled, single_threaded
 from .render import BLUE, ORANGE, RED, draw, png, tile, tile_origin, to_rgb, upscale
 
 
@@ -150,7 +150,7 @@ def codebook_atlas(vqvae, images: torch.Tensor, code: int | None = None, max_ima
     K = state.num_codes
     start = int(state.order[0]) if code is None else state.check_code(code)
     rank = labelled(widgets.IntSlider(value=int(state.rank[start]), min=0, max=K - 1, description="usage rank",
-                                      continuous_update=True), "vq-atlas-rank")
+                                      style=WIDE, continuous_update=True), "vq-atlas-rank")
     code_box = labelled(widgets.IntText(value=start, description="code"), "vq-atlas-code")
     mode = labelled(widgets.ToggleButtons(options=[("decoded grid", "decoded"), ("mean input patch", "mean")],
                                           value="decoded", description="tiles"), "vq-atlas-mode")

@@ -70,6 +70,9 @@ class Visualizer(widgets.VBox):
         return run
 
 
+WIDE = {"description_width": "initial"}  # a control's style: show its whole description
+
+
 def labelled(widget, css_class: str):
     """Tag a control with a CSS class so that browser tests (and styles) can find it."""
     widget.add_class(css_class)
@@ -82,5 +85,6 @@ def hbox(children: list) -> widgets.HBox:
 
 
 def image_widget() -> widgets.Image:
-    """A PNG image that shrinks to the page width (keeping its aspect) rather than overflowing."""
-    return widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+    """A PNG image at its own size that shrinks to the page width (keeping its aspect) rather than
+    overflowing; ``align_self`` keeps a VBox from stretching it wider than its pixels."""
+    return widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto", align_self="flex-start"))

@@ -11,7 +11,7 @@ import math
 import ipywidgets as widgets
 import numpy as np
 
-from .base import Visualizer, hbox, image_widget, labelled, single_threaded
+from .base import WIDE, Visualizer, hbox, image_widget, labelled, single_threaded
 from .render import figure_png, new_figure
 
 
@@ -100,7 +100,7 @@ def commitment_kl_explorer(distance: float = 1.0, s: float = 0.5) -> Visualizer:
     """Sliders for ||z_e - e|| and s; the two Gaussians, and the KL beside ||z_e - e||^2 / (2 s^2).
     Returns the widget; ``.state`` holds the latest :func:`kl_readout`."""
     d_slider = labelled(widgets.FloatSlider(value=distance, min=0.0, max=3.0, step=0.05,
-                                            description="||z_e − e||"), "vq-kl-distance")
+                                            description="||z_e − e||", style=WIDE), "vq-kl-distance")
     s_slider = labelled(widgets.FloatSlider(value=s, min=0.1, max=2.0, step=0.05, description="s"), "vq-kl-s")
     picture = labelled(image_widget(), "vq-kl-image")
     readout = labelled(widgets.HTML(), "vq-kl-readout")

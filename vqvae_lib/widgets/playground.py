@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quantize import VectorQuantizer, nearest_code, perplexity_from_counts
-from .base import Visualizer, hbox, image_widget, labelled, one_thread, single_threaded
+from .base import WIDE, Visualizer, hbox, image_widget, labelled, one_thread, single_threaded
 from .render import new_figure, png
 
 INITS = {"far": "a clump far from the data (bad init)",
@@ -235,14 +235,14 @@ def quantisation_playground(num_points: int = 600, num_codes: int = 16, init: st
     points = labelled(widgets.IntText(value=num_points, description="points"), "vq-play-points")
     beta = labelled(widgets.FloatSlider(value=0.25, min=0.0, max=2.0, step=0.05, description="beta"), "vq-play-beta")
     lr = labelled(widgets.FloatLogSlider(value=0.05, base=10, min=-3, max=-0.5, step=0.1, description="learning rate",
-                                         readout_format=".3f"), "vq-play-lr")
-    ema = labelled(widgets.Checkbox(value=False, description="EMA codebook updates"), "vq-play-ema")
-    kmeans = labelled(widgets.Checkbox(value=False, description="k-means init"), "vq-play-kmeans")
-    restart = labelled(widgets.Checkbox(value=False, description="restart dead codes (after 20 steps)"),
+                                         style=WIDE, readout_format=".3f"), "vq-play-lr")
+    ema = labelled(widgets.Checkbox(value=False, description="EMA codebook updates", indent=False), "vq-play-ema")
+    kmeans = labelled(widgets.Checkbox(value=False, description="k-means init", indent=False), "vq-play-kmeans")
+    restart = labelled(widgets.Checkbox(value=False, description="restart dead codes (after 20 steps)", indent=False),
                        "vq-play-restart")
     init_box = labelled(widgets.Dropdown(options=[(v, k) for k, v in INITS.items()], value=init,
-                                         description="initial codes"), "vq-play-init")
-    n_steps = labelled(widgets.IntSlider(value=50, min=1, max=500, description="N steps"), "vq-play-n")
+                                         description="initial codes", style=WIDE), "vq-play-init")
+    n_steps = labelled(widgets.IntSlider(value=50, min=1, max=500, description="N steps", style=WIDE), "vq-play-n")
     step_btn = labelled(widgets.Button(description="Step", icon="step-forward"), "vq-play-step")
     run_btn = labelled(widgets.Button(description="Run N", icon="play"), "vq-play-run")
     reset_btn = labelled(widgets.Button(description="Reset", icon="refresh"), "vq-play-reset")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 import torch
 
-from .base import Visualizer, hbox, image_widget, labelled, single_threaded
+from .base import WIDE, Visualizer, hbox, image_widget, labelled, single_threaded
 from .render import png, tile, to_rgb, upscale
 
 
@@ -62,7 +62,7 @@ def prior_sampler(vqvae, prior, grid_shape=(7, 7), num_samples: int = 16, temper
     Returns the widget; ``.state`` is a :class:`PriorSamplerState`."""
     state = PriorSamplerState(vqvae, prior, grid_shape, num_samples)
     temp = labelled(widgets.FloatSlider(value=temperature, min=0.1, max=2.0, step=0.05, description="temperature",
-                                        continuous_update=False), "vq-sampler-temperature")
+                                        style=WIDE, continuous_update=False), "vq-sampler-temperature")
     # -1 stands for "any class": a Dropdown reads a value of None as "nothing selected"
     options = [("any (random per sample)", -1)] + [(str(c), c) for c in range(state.num_classes or 0)]
     label = labelled(widgets.Dropdown(options=options, value=-1, description="class",
