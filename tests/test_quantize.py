@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from conftest import grads_reached
-from vqvae_lib.quantize import VectorQuantizer, kmeans, nearest_code, perplexity_from_counts
+from vqvae_lib.quantize import StraightThrough, VectorQuantizer, kmeans, nearest_code, perplexity_from_counts
 
 
 def test_nearest_code_matches_cdist():
@@ -32,6 +32,32 @@ def test_straight_through_gradient_equals_upstream_gradient():
     upstream = torch.randn_like(out.z_q)
     (g_ze,) = torch.autograd.grad((out.z_q * upstream).sum(), z_e)
     assert torch.equal(g_ze, upstream)
+
+
+def reference_graph(z_e, codebook, indices):
+    """The textbook detach formulation that StraightThrough fuses."""
+    e = codebook[indices].permute(0, 3, 1, 2)
+    return z_e + (e - z_e).detach(), ((e - z_e.detach()) ** 2).mean(), ((z_e - e.detach()) ** 2).mean()
+
+
+@pytest.mark.parametrize("used", [(0, 1, 2), (0,), (1, 2), (0, 2)])
+def test_fused_straight_through_equals_the_detach_formulation(used):
+    """Values and gradients (to z_e and to the codebook) match for any mix of the three outputs."""
+    torch.manual_seed(0)
+    z_e, codebook = torch.randn(2, 3, 4, 5), torch.randn(6, 3)
+    indices = torch.randint(6, (2, 4, 5))  # codes repeat: their gradients must be summed
+    weights = [torch.randn(2, 3, 4, 5), torch.tensor(0.7), torch.tensor(-1.3)]
+    results = []
+    for graph in (StraightThrough.apply, reference_graph):
+        z, cb = z_e.clone().requires_grad_(True), codebook.clone().requires_grad_(True)
+        outs = graph(z, cb, indices)
+        objective = sum((outs[i] * weights[i]).sum() for i in used)
+        results.append((outs, torch.autograd.grad(objective, (z, cb), allow_unused=True)))
+    (fused, fused_grads), (ref, ref_grads) = results
+    for a, b in zip(fused, ref):
+        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(fused_grads, ref_grads):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6)
 
 
 def test_each_loss_reaches_only_its_parameters():

@@ -53,19 +53,46 @@ def code_sums(idx: torch.Tensor, x: torch.Tensor, num_codes: int) -> torch.Tenso
     return torch.zeros(num_codes, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, idx, x)
 
 
-class GatherCodes(torch.autograd.Function):
-    """codebook[idx] whose backward sums the gradients per code with :func:`code_sums`."""
+class StraightThrough(torch.autograd.Function):
+    """The quantiser's training graph as one autograd node, equal in value and gradient to
+
+        e = codebook[indices]                        # (B, D, H, W)
+        codebook_loss = mse(e, z_e.detach())         # reaches the codebook only
+        commitment_loss = mse(z_e, e.detach())       # reaches the encoder only
+        z_q = z_e + (e - z_e).detach()               # value e, gradient passed to z_e unchanged
+
+    (tests/test_quantize.py checks the equality with autograd). One node is cheaper: both losses
+    share the one difference z_e - e, z_q needs no arithmetic (its value is e), and the codebook's
+    gradient is summed per code with :func:`code_sums`.
+
+    z_e: (B, D, H, W) float32, codebook: (K, D), indices: (B, H, W) long
+    -> z_q (B, D, H, W), codebook_loss (), commitment_loss ().
+    """
 
     @staticmethod
-    def forward(ctx, codebook: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(idx)
+    def forward(ctx, z_e, codebook, indices):
+        e = codebook.index_select(0, indices.view(-1)).view(*indices.shape, -1).permute(0, 3, 1, 2)
+        diff = z_e - e
+        sq = diff.square().mean()
+        ctx.save_for_backward(diff, indices)
         ctx.num_codes = codebook.shape[0]
-        return codebook.index_select(0, idx)
+        ctx.set_materialize_grads(False)
+        return e, sq, sq.clone()
 
     @staticmethod
-    def backward(ctx, grad):
-        (idx,) = ctx.saved_tensors
-        return code_sums(idx, grad.contiguous(), ctx.num_codes), None
+    def backward(ctx, grad_zq, grad_codebook_loss, grad_commitment_loss):
+        diff, indices = ctx.saved_tensors
+        scale = 2.0 / diff.numel()  # d/dx mean(x^2) = 2x / n
+        grad_z = grad_codebook = None
+        if ctx.needs_input_grad[0]:
+            grad_z = grad_zq
+            if grad_commitment_loss is not None:
+                step = grad_commitment_loss * scale
+                grad_z = diff * step if grad_z is None else torch.addcmul(grad_z, diff, step)
+        if ctx.needs_input_grad[1] and grad_codebook_loss is not None:
+            flat_diff = diff.permute(0, 2, 3, 1).reshape(-1, diff.shape[1])
+            grad_codebook = code_sums(indices.view(-1), flat_diff, ctx.num_codes) * (-scale * grad_codebook_loss)
+        return grad_z, grad_codebook, None
 
 
 def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
@@ -148,27 +175,25 @@ class VectorQuantizer(nn.Module):
         # Distances and codebook statistics in float32 even under autocast: bf16 argmins flip.
         with torch.autocast(z_e.device.type, enabled=False):
             z = z_e.float()
-            flat = z.permute(0, 2, 3, 1).reshape(-1, D)
-            if self.training:
-                self._maybe_init(flat)
             with torch.no_grad():
-                idx = nearest_code(flat.detach(), self.codebook.detach())
+                flat = z.permute(0, 2, 3, 1).reshape(-1, D)
+                if self.training:
+                    self._maybe_init(flat)
+                idx = nearest_code(flat, self.codebook)
                 counts = torch.bincount(idx, minlength=self.num_codes)
-            if self.training:
-                self._update(flat.detach(), idx, counts)
-            e = GatherCodes.apply(self.codebook, idx).view(B, H, W, D).permute(0, 3, 1, 2)
-            codebook_loss = F.mse_loss(e, z.detach())
-            commitment_loss = F.mse_loss(z, e.detach())
+                if self.training:
+                    self._update(flat, idx, counts)
+            idx = idx.view(B, H, W)
+            z_q, codebook_loss, commitment_loss = StraightThrough.apply(z, self.codebook, idx)
             loss = self.beta * commitment_loss if self.ema else codebook_loss + self.beta * commitment_loss
-            z_q = z + (e - z).detach()  # straight-through: forward = e, backward = identity to z_e
-        return VQOutput(z_q.to(z_e.dtype), idx.view(B, H, W), codebook_loss, commitment_loss, loss,
+        return VQOutput(z_q.to(z_e.dtype), idx, codebook_loss, commitment_loss, loss,
                         perplexity_from_counts(counts))
 
     @torch.no_grad()
     def _maybe_init(self, flat: torch.Tensor) -> None:
         if bool(self.initialized):
             return
-        centroids = kmeans(flat.detach(), self.num_codes)
+        centroids = kmeans(flat, self.num_codes)
         self.codebook.data.copy_(centroids)
         if self.ema:
             self.ema_sum.copy_(centroids)

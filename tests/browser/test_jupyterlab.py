@@ -1,15 +1,16 @@
-"""Run chapter 7 in a real JupyterLab, in Debian's chromium, and use its widgets.
+"""Run chapter 7 in a real JupyterLab and in Jupyter Notebook 7, in Debian's chromium, and use its widgets.
 
-The test starts its own JupyterLab server (from this Python environment) on 127.0.0.1 with a random
-token, in a temporary root holding a copy of ``notebooks/07_exploring_the_codebook.ipynb`` (and,
-when present, the ``ci`` models cached under ``notebooks/runs/``; otherwise the notebook trains
-them under ``VQVAE_PRESET=ci``). Playwright drives ``/usr/bin/chromium`` (no browser download):
-it opens the notebook, runs all cells from the *Run* menu, waits until every cell has run, then
-moves sliders and clicks buttons in the visualizers and asserts that their images and readouts
-change. Screenshots go to ``_build/screenshots/jupyterlab/`` (or ``JUPYTERLAB_SCREENSHOT_DIR``).
-The server, its kernels and the browser are stopped even when the test fails.
+The test starts its own Jupyter server (from this Python environment; it serves both front ends) on
+127.0.0.1 with a random token, in a temporary root holding one copy of
+``notebooks/07_exploring_the_codebook.ipynb`` per front end (and, when present, the ``ci`` models
+cached under ``notebooks/runs/``; otherwise the notebook trains them under ``VQVAE_PRESET=ci``).
+Playwright drives ``/usr/bin/chromium`` (no browser download): it opens the notebook, runs all
+cells from the *Run* menu, waits until every cell has run, then moves sliders and clicks buttons in
+the visualizers and asserts that their images and readouts change. Screenshots go to
+``_build/screenshots/jupyterlab/`` and ``_build/screenshots/notebook7/`` (or under
+``JUPYTER_SCREENSHOT_DIR``). The server, its kernels and the browser are stopped even when a test fails.
 
-Run with ``.venv/bin/python -m pytest -q tests/browser/test_jupyterlab.py`` (about a minute or two).
+Run with ``.venv/bin/python -m pytest -q tests/browser/test_jupyterlab.py`` (a minute or two per front end).
 """
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "07_exploring_the_codebook.ipynb"
 RUNS_CACHE = REPO / "notebooks" / "runs" / "ci-mnist-5k"
-SCREENSHOTS = Path(os.environ.get("JUPYTERLAB_SCREENSHOT_DIR", REPO / "_build" / "screenshots" / "jupyterlab"))
+SCREENSHOTS = Path(os.environ.get("JUPYTER_SCREENSHOT_DIR", REPO / "_build" / "screenshots"))
+# front end -> (URL of a notebook, the notebook's copy, screenshot folder)
+FRONTENDS = {"jupyterlab": ("lab/tree", NOTEBOOK.name, "jupyterlab"),
+             "notebook7": ("notebooks", NOTEBOOK.stem + "-nb7.ipynb", "notebook7")}
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -46,6 +50,7 @@ if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
                 f"or set CHROMIUM", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 pytest.importorskip("jupyterlab", reason="JupyterLab is not installed in this environment")
+pytest.importorskip("notebook", reason="Jupyter Notebook 7 is not installed in this environment")
 
 
 def free_port() -> int:
@@ -103,7 +108,8 @@ def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 with a random token; stopped (with its kernels) afterwards."""
     root = tmp_path_factory.mktemp("lab-root")
     home = tmp_path_factory.mktemp("lab-home")
-    copy_without_outputs(NOTEBOOK, root / NOTEBOOK.name)
+    for _, copy_name, _ in FRONTENDS.values():  # one copy each: an autosave of one never feeds the other
+        copy_without_outputs(NOTEBOOK, root / copy_name)
     if (RUNS_CACHE / "vqvae" / "metrics.json").exists() and (RUNS_CACHE / "prior" / "metrics.json").exists():
         shutil.copytree(RUNS_CACHE, root / "runs" / RUNS_CACHE.name,
                         ignore=shutil.ignore_patterns("checkpoint"))
@@ -175,14 +181,22 @@ def run_all_cells(page) -> None:
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
 
-def wait_until_all_ran(page, timeout_s: float) -> None:
+def kernels_idle(server) -> bool:
+    kernels = api(f"{server.base}/api/kernels?token={server.token}")
+    return bool(kernels) and all(k["execution_state"] == "idle" for k in kernels)
+
+
+def wait_until_all_ran(page, server, timeout_s: float) -> None:
     """Every code cell shows an execution count (no [*], no blank) and the kernel is idle."""
     page.wait_for_function(
         """() => {
             const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
-            const idle = document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="idle"]');
-            return prompts.length > 0 && idle && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+            return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
         }""", timeout=timeout_s * 1000, polling=1000)
+    deadline = time.monotonic() + 60
+    while not kernels_idle(server):
+        assert time.monotonic() < deadline, "the kernel stayed busy after every cell had run"
+        time.sleep(0.5)
 
 
 def img_src(page, css: str) -> str:
@@ -211,13 +225,20 @@ def wait_text(page, css: str, text: str) -> str:
     return page.locator(css).first.text_content()
 
 
-def nudge_slider(page, css: str, key: str = "ArrowRight", times: int = 1) -> None:
-    """Move an ipywidgets slider by keyboard, as a reader could: focus its handle, press arrow keys."""
+def drag_slider(page, css: str, by: float) -> None:
+    """Drag an ipywidgets slider's handle with the mouse, as a reader does, by ``by`` in slider units.
+    (Not arrow keys: Notebook 7 takes those for its own navigation before the slider sees them.)"""
     handle = page.locator(f"{css} .noUi-handle").first
     handle.scroll_into_view_if_needed()
-    handle.focus()
-    for _ in range(times):
-        handle.press(key)
+    lo, hi, now = (float(handle.get_attribute(a)) for a in ("aria-valuemin", "aria-valuemax", "aria-valuenow"))
+    track = page.locator(f"{css} .noUi-base").first.bounding_box()
+    box = handle.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    target = track["x"] + track["width"] * (now + by - lo) / (hi - lo)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(target, y, steps=8)
+    page.mouse.up()
 
 
 def click_button(page, css: str) -> None:
@@ -226,30 +247,36 @@ def click_button(page, css: str) -> None:
     button.click()
 
 
-def shot(page, css: str, name: str) -> Path:
-    path = SCREENSHOTS / name
+def shot(page, css: str, path: Path) -> Path:
     element = page.locator(css).first
     element.scroll_into_view_if_needed()
     element.screenshot(path=str(path))
     return path
 
 
-def test_chapter7_widgets_live_in_jupyterlab(lab, page):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_chapter7_widgets_live(lab, page, frontend):
+    url_path, copy_name, folder = FRONTENDS[frontend]
+    shots = SCREENSHOTS / folder
+    shots.mkdir(parents=True, exist_ok=True)
     try:
-        drive_chapter7(lab, page)
+        drive_chapter7(lab, page, f"{lab.base}/{url_path}/{copy_name}?token={lab.token}", shots)
     except Exception:
-        page.screenshot(path=str(SCREENSHOTS / "failure.png"))
-        print(f"\nfailure screenshot: {SCREENSHOTS / 'failure.png'}\nJupyterLab log (end):\n"
+        page.screenshot(path=str(shots / "failure.png"))
+        print(f"\nfailure screenshot: {shots / 'failure.png'}\nJupyter server log (end):\n"
               f"{lab.log.read_text()[-3000:]}")
         raise
+    finally:  # this front end's kernel stops here, so the next front end starts from a quiet machine
+        for kernel in api(f"{lab.base}/api/kernels?token={lab.token}") or []:
+            api(f"{lab.base}/api/kernels/{kernel['id']}?token={lab.token}", method="DELETE")
 
 
-def drive_chapter7(lab, page) -> None:
+def drive_chapter7(lab, page, url: str, shots: Path) -> None:
     start = time.perf_counter()
-    errors = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    page.goto(f"{lab.base}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
+    errors = {"loading": [], "running": []}  # before / after Run All Cells
+    phase = "loading"
+    page.on("pageerror", lambda err: errors[phase].append(str(err)))
+    page.goto(url)
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
     select = page.locator(".jp-Dialog button", has_text="Select")
     try:  # older settings or versions may still ask which kernel to start
@@ -257,11 +284,15 @@ def drive_chapter7(lab, page) -> None:
         select.click()
     except sync_api.TimeoutError:
         pass
-    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').wait_for(timeout=120_000)
+    deadline = time.monotonic() + 120
+    while not kernels_idle(lab):
+        assert time.monotonic() < deadline, "the notebook's kernel did not start"
+        time.sleep(0.5)
+    phase = "running"
     run_all_cells(page)
-    wait_until_all_ran(page, RUN_ALL_TIMEOUT_S)
+    wait_until_all_ran(page, lab, RUN_ALL_TIMEOUT_S)
     ran_s = time.perf_counter() - start
-    page.screenshot(path=str(SCREENSHOTS / "notebook-after-run-all.png"))
+    page.screenshot(path=str(shots / "notebook-after-run-all.png"))
 
     tracebacks = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] .ansi-red-fg, '
                               '.jp-OutputArea-output .jp-RenderedText:has-text("Traceback")')
@@ -272,36 +303,36 @@ def drive_chapter7(lab, page) -> None:
     # KL explorer: the slider moves the plot and the readout; numerical KL and formula stay equal
     src = img_src(page, "img.vq-kl-image")
     formula = page.locator(".vq-kl-formula").first.text_content()
-    nudge_slider(page, ".vq-kl-distance", times=4)
+    drag_slider(page, ".vq-kl-distance", 1.0)
     wait_changed(page, "img.vq-kl-image", src)
     new_formula = wait_changed(page, ".vq-kl-formula", formula, what="text")
     assert page.locator(".vq-kl-numeric").first.text_content() == new_formula
-    shot(page, ".vq-kl", "kl-explorer.png")
+    shot(page, ".vq-kl", shots / "kl-explorer.png")
 
     # Playground: the K slider restarts with fewer codes, Step trains one step
     src = img_src(page, "img.vq-play-image")
-    nudge_slider(page, ".vq-play-k", "ArrowLeft", times=4)
-    wait_text(page, ".vq-playground .vq-message", "K = 12")  # four restarts, 16 -> 12 codes
+    drag_slider(page, ".vq-play-k", -4)
+    wait_text(page, ".vq-playground .vq-message", "K = 12")  # a restart with 16 - 4 codes
     src = img_src(page, "img.vq-play-image")
     click_button(page, ".vq-play-step")
     wait_changed(page, "img.vq-play-image", src)
     wait_text(page, ".vq-playground .vq-message", "Step 1:")
-    shot(page, ".vq-playground", "playground.png")
+    shot(page, ".vq-playground", shots / "playground.png")
 
     # Prior sampler: the temperature slider redraws, the Sample button draws new samples
     src = img_src(page, "img.vq-sampler-image")
-    nudge_slider(page, ".vq-sampler-temperature", "ArrowLeft", times=2)
+    drag_slider(page, ".vq-sampler-temperature", -0.1)
     wait_changed(page, "img.vq-sampler-image", src)
     wait_text(page, ".vq-sampler .vq-message", "temperature 0.90")
     src = img_src(page, "img.vq-sampler-image")
     click_button(page, ".vq-sampler-sample")
     wait_changed(page, "img.vq-sampler-image", src)
     wait_text(page, ".vq-sampler .vq-message", "seed 1")
-    shot(page, ".vq-sampler", "prior-sampler.png")
+    shot(page, ".vq-sampler", shots / "prior-sampler.png")
 
     # Latent editor: the row slider moves the selection, "random code" edits, "undo" takes it back
     src = img_src(page, "img.vq-editor-image")
-    nudge_slider(page, ".vq-editor-row", "ArrowLeft", times=2)
+    drag_slider(page, ".vq-editor-row", -2)
     wait_changed(page, "img.vq-editor-image", src)
     wait_text(page, ".vq-editor .vq-message", "1 cell(s) edited")  # the chapter's own edit
     src = img_src(page, "img.vq-editor-image")
@@ -311,18 +342,22 @@ def drive_chapter7(lab, page) -> None:
     click_button(page, ".vq-editor-undo")
     wait_changed(page, "img.vq-editor-image", edited)
     wait_text(page, ".vq-editor .vq-message", "1 cell(s) edited")
-    shot(page, ".vq-editor", "latent-editor.png")
+    shot(page, ".vq-editor", shots / "latent-editor.png")
 
     # Codebook atlas: the usage-rank slider selects another code
     src = img_src(page, "img.vq-atlas-where")
-    nudge_slider(page, ".vq-atlas-rank", times=3)
+    drag_slider(page, ".vq-atlas-rank", 3)
     wait_changed(page, "img.vq-atlas-where", src)
     wait_text(page, ".vq-atlas-info", "usage rank 3 of")
-    shot(page, ".vq-atlas", "codebook-atlas.png")
+    shot(page, ".vq-atlas", shots / "codebook-atlas.png")
 
-    assert not errors, f"page errors: {errors}"
+    # Notebook 7.6 itself raises a TypeError ("reading 'schema'") while it loads its settings, with or
+    # without this test's settings: reported, not failed. Errors once the chapter runs are ours.
+    if errors["loading"]:
+        print(f"\nerrors while the front end loaded (not the chapter's): {errors['loading']}")
+    assert not errors["running"], f"page errors while the chapter ran: {errors['running']}"
     total_s = time.perf_counter() - start
-    (SCREENSHOTS / "timing.json").write_text(json.dumps({"run_all_cells_s": round(ran_s, 1),
+    (shots / "timing.json").write_text(json.dumps({"run_all_cells_s": round(ran_s, 1),
                                                          "whole_test_s": round(total_s, 1)}))
-    print(f"\nJupyterLab: run all cells {ran_s:.1f} s, whole interaction {total_s:.1f} s; "
-          f"screenshots in {SCREENSHOTS}")
+    print(f"\n{url.split('?')[0]}: run all cells {ran_s:.1f} s, whole interaction {total_s:.1f} s; "
+          f"screenshots in {shots}")
