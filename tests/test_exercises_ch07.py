@@ -2,17 +2,12 @@
 import pytest
 import torch
 
-from vqvae_lib import VQVAE, GatedPixelCNN
+from conftest import SMALL_VQVAE_CODES
+from vqvae_lib import GatedPixelCNN
 from vqvae_lib.exercises import ch07
 from vqvae_lib.widgets import decoder_reach
 
-K = 16
-
-
-@pytest.fixture(scope="module")
-def vqvae():
-    torch.manual_seed(0)
-    return VQVAE(num_codes=K, code_dim=4, hidden_channels=16, res_channels=8, num_res_layers=1).eval()
+K = SMALL_VQVAE_CODES
 
 
 @pytest.fixture(scope="module")

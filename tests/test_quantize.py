@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -90,6 +92,28 @@ def test_ema_codebook_takes_no_gradient_and_follows_the_ema_rule():
     expected = sums / ((count + eps) / (n + K * eps) * n)[:, None]
     assert torch.allclose(vq.codebook, expected, atol=1e-6)
     assert torch.allclose(out.loss, 0.25 * out.commitment_loss)
+
+
+def test_ema_unused_code_shrinks_to_the_origin_after_log_eps_over_log_decay_steps():
+    """Laplace smoothing's side effect (chapter 2): an unused code sits at e0 g^t / (g^t + eps) (n + K eps) / n,
+    so it leaves its place after about log(eps) / log(g) steps and, where the data surround the origin,
+    comes back into use."""
+    decay, eps = 0.9, 1e-5
+    vq = VectorQuantizer(2, 2, ema=True, decay=decay, eps=eps)
+    e0 = torch.tensor([30.0, 40.0])
+    with torch.no_grad():
+        vq.codebook.copy_(torch.stack([torch.zeros(2), e0]))  # code 1 far away: never chosen
+        vq.ema_sum.copy_(vq.codebook)
+    z_e = 0.1 * torch.randn(1, 2, 8, 8)  # 64 outputs near the origin, all nearest to code 0 at first
+    turn = round(math.log(eps) / math.log(decay))  # g^t = eps after 109 steps
+    for t in range(1, 300):
+        if int(vq(z_e).indices.max()) == 1:
+            break  # code 1 is back in use
+        g, n = decay ** t, 64 + (2 - 64) * decay ** t  # the counts' sum starts at K = 2 and tends to 64
+        assert torch.allclose(vq.codebook[1], e0 * g / ((g + eps) / (n + 2 * eps) * n), rtol=1e-4), t
+        if t == turn:
+            assert 0.45 < float(vq.codebook[1].norm() / e0.norm()) < 0.55  # half-way to the origin
+    assert turn < t < 299
 
 
 def test_ema_does_not_update_in_eval_mode():

@@ -83,7 +83,7 @@ def check_remedies(answer) -> bool:
         raise AssertionError(f"not quite. Codes used of 16 after 100 steps: {table}. "
                              + (f"Also a remedy: {missing}. " if missing else "")
                              + (f"Not a remedy on its own: {extra}. " if extra else "")
-                             + "Ask of each toggle: does it ever move a code that no point chose?")
+                             + "Ask of each toggle: does it move, within 100 steps, a code that no point chose?")
     print(f"Correct! Codes used of 16 after 100 steps: {table}.")
     return True
 

@@ -5,8 +5,9 @@ vector tied to its data point by a spring (``||z_e - x||^2`` stands in for the r
 term), quantised by :class:`vqvae_lib.quantize.VectorQuantizer`, so the loss is
 ``||z_e - x||^2 + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2`` (or EMA codebook updates).
 From a bad initial codebook (a clump far from the data) plain training uses one code; k-means
-init and dead-code restarts each bring the whole codebook into use. EMA alone does not: a code
-that never wins a point gets no update under either rule.
+init and dead-code restarts each bring the whole codebook into use within a few dozen steps. EMA
+alone does too, but only after about ln(eps) / ln(decay) ~ 1,150 steps: a code that wins no point
+gets no update, until the Laplace smoothing pulls it towards the origin, through the data.
 """
 from __future__ import annotations
 
@@ -242,7 +243,8 @@ def quantisation_playground(num_points: int = 600, num_codes: int = 16, init: st
                        "vq-play-restart")
     init_box = labelled(widgets.Dropdown(options=[(v, k) for k, v in INITS.items()], value=init,
                                          description="initial codes", style=WIDE), "vq-play-init")
-    n_steps = labelled(widgets.IntSlider(value=50, min=1, max=500, description="N steps", style=WIDE), "vq-play-n")
+    n_steps = labelled(widgets.IntSlider(value=50, min=1, max=2000, description="N steps", style=WIDE),
+                      "vq-play-n")
     step_btn = labelled(widgets.Button(description="Step", icon="step-forward"), "vq-play-step")
     run_btn = labelled(widgets.Button(description="Run N", icon="play"), "vq-play-run")
     reset_btn = labelled(widgets.Button(description="Reset", icon="refresh"), "vq-play-reset")
