@@ -41,16 +41,8 @@ def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 
 def code_sums(idx: torch.Tensor, x: torch.Tensor, num_codes: int) -> torch.Tensor:
-    """Sum of the rows of x assigned to each code. idx: (N,) long, x: (N, D) -> (K, D).
-
-    On the CPU a sparse one-hot matmul: index_add_ there runs serially (~100x slower at N = 8192).
-    """
-    if x.device.type == "cpu":
-        n = idx.shape[0]
-        onehot = torch.sparse_coo_tensor(torch.stack([idx, torch.arange(n)]), torch.ones(n, dtype=x.dtype),
-                                         (num_codes, n), check_invariants=False)
-        return torch.sparse.mm(onehot, x)
-    return torch.zeros(num_codes, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, idx, x)
+    """Sum of the rows of x assigned to each code. idx: (N,) long, x: (N, D) -> (K, D)."""
+    return x.new_zeros(num_codes, x.shape[1]).index_add_(0, idx, x)
 
 
 class StraightThrough(torch.autograd.Function):
