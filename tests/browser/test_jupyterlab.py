@@ -181,9 +181,15 @@ def run_all_cells(page) -> None:
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
 
-def kernels_idle(server) -> bool:
-    kernels = api(f"{server.base}/api/kernels?token={server.token}")
-    return bool(kernels) and all(k["execution_state"] == "idle" for k in kernels)
+def wait_kernels_idle(server, timeout_s: float, failure: str) -> None:
+    """Poll the server until it has kernels and all of them are idle; fail with ``failure`` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        kernels = api(f"{server.base}/api/kernels?token={server.token}")
+        if kernels and all(k["execution_state"] == "idle" for k in kernels):
+            return
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.5)
 
 
 def wait_until_all_ran(page, server, timeout_s: float) -> None:
@@ -193,10 +199,7 @@ def wait_until_all_ran(page, server, timeout_s: float) -> None:
             const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
             return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
         }""", timeout=timeout_s * 1000, polling=1000)
-    deadline = time.monotonic() + 60
-    while not kernels_idle(server):
-        assert time.monotonic() < deadline, "the kernel stayed busy after every cell had run"
-        time.sleep(0.5)
+    wait_kernels_idle(server, 60, "the kernel stayed busy after every cell had run")
 
 
 def img_src(page, css: str) -> str:
@@ -284,10 +287,7 @@ def drive_chapter7(lab, page, url: str, shots: Path) -> None:
         select.click()
     except sync_api.TimeoutError:
         pass
-    deadline = time.monotonic() + 120
-    while not kernels_idle(lab):
-        assert time.monotonic() < deadline, "the notebook's kernel did not start"
-        time.sleep(0.5)
+    wait_kernels_idle(lab, 120, "the notebook's kernel did not start")
     phase = "running"
     run_all_cells(page)
     wait_until_all_ran(page, lab, RUN_ALL_TIMEOUT_S)

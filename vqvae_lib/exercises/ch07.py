@@ -58,14 +58,21 @@ def check_edit_reach(answer, vqvae) -> bool:
 
 @functools.lru_cache(maxsize=4)  # seeded, so the same every time: compute once per session
 @single_threaded
-def remedy_outcomes(steps: int = 100, num_points: int = 400, num_codes: int = 16) -> dict:
-    """Codes used after ``steps`` from the bad init, with no remedy and with each remedy alone."""
-    out = {}
+def remedy_history(checkpoints: tuple = (100,), num_points: int = 400, num_codes: int = 16) -> dict:
+    """{steps: {toggle: codes used}} after each of the increasing step counts ``checkpoints``, from the
+    bad init, with no remedy ("none") and with each remedy alone: one training run per toggle."""
+    out = {steps: {} for steps in checkpoints}
     for name in ("none", *REMEDIES):
         state = PlaygroundState(num_points, num_codes, **({} if name == "none" else {name: True}))
-        state.step(steps)
-        out[name] = state.codes_used
+        for steps in checkpoints:
+            state.step(steps - state.steps)  # each step is seeded by its number: chunks change nothing
+            out[steps][name] = state.codes_used
     return out
+
+
+def remedy_outcomes(steps: int = 100, num_points: int = 400, num_codes: int = 16) -> dict:
+    """Codes used after ``steps`` from the bad init, with no remedy and with each remedy alone."""
+    return remedy_history((steps,), num_points, num_codes)[steps]
 
 
 def check_remedies(answer) -> bool:
