@@ -18,7 +18,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .train import get_batch, resolve_device
+from .data import iter_batches
+from .device import resolve_device
 from .vqvae import VQVAE, VQVAEOutput
 
 
@@ -91,8 +92,7 @@ def latent_stats(model: VQVAE, dataset, batch_size: int = 256, device=None) -> d
     model.to(device).eval()
     norm_sum, err_sum, n = 0.0, 0.0, 0
     codebook = model.quantizer.codebook.float()
-    for start in range(0, len(dataset), batch_size):
-        x, _ = get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
+    for x, _ in iter_batches(dataset, batch_size, device):
         z_e = model.encode_continuous(x).float()
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])  # (B*h*w, D)
         e = codebook[model.encode(x).flatten()]

@@ -5,6 +5,8 @@ layout; ``Class.from_pretrained(directory)`` rebuilds the model from the config 
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from pathlib import Path
 
@@ -34,8 +36,30 @@ def read_safetensors(path: Path, what: str) -> dict:
                          "pickled checkpoints (.pt, .pth, .bin) are refused") from None
 
 
+def register_to_config(init):
+    """Decorate a model's ``__init__`` so that ``self.config`` holds every constructor argument.
+
+    The arguments are captured once, by name, with their defaults filled in, so a new argument can
+    never be forgotten on save and load: ``type(model)(**model.config)`` rebuilds the same model.
+    (The same idea as diffusers' ``register_to_config``.) Values must be JSON-serialisable.
+    """
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        config = dict(bound.arguments)
+        config.pop("self")
+        init(self, *args, **kwargs)
+        self.config = config  # after init: nn.Module.__init__ must run before attributes are set
+
+    return wrapper
+
+
 class PretrainedMixin:
-    """Adds save_pretrained / from_pretrained to an nn.Module whose ``config`` dict rebuilds it."""
+    """Adds save_pretrained / from_pretrained to an nn.Module whose ``__init__`` is decorated with
+    :func:`register_to_config` (its ``config`` dict rebuilds it)."""
 
     config: dict
 

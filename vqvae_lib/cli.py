@@ -1,123 +1,106 @@
-"""Command line: train a VQ-VAE, train a prior on its codes, sample.
+"""Command line: train a VQ-VAE, train a prior on its codes, sample. Parses, calls the recipes, prints.
 
     python -m vqvae_lib train-vqvae --data mnist-5k --preset ci --out runs/vqvae
     python -m vqvae_lib train-prior --vqvae runs/vqvae --out runs/prior
     python -m vqvae_lib sample --vqvae runs/vqvae --prior runs/prior -n 64 --out samples.png
+
+A user error (unknown data set, missing or corrupt checkpoint, a bad number) prints one line,
+``error: ...``, and exits with status 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 from pathlib import Path
 
 import torch
-from torch.utils.data import TensorDataset
 
-from .data import load_images
-from .metrics import encode_dataset, evaluate_vqvae
-from .pixelcnn import GatedPixelCNN
-from .presets import PRESETS, get_preset
-from .train import evaluate, train
-from .vqvae import VQVAE
+from .data import DatasetUnavailable
+from .presets import PRESETS
+from .recipes import DEFAULT_SEED, read_metrics, train_prior, train_vqvae
 
-
-def train_vqvae(data: str, preset: str | None, out, steps: int | None = None, device=None,
-                compile: bool = False, resume: bool = False, progress: bool = True) -> dict:
-    """Train a VQ-VAE with a preset; writes the model to ``out`` and returns/writes metrics.json."""
-    p = get_preset(preset)
-    train_set, test_set = load_images(data, "train"), load_images(data, "test")
-    cfg = p["vqvae"]
-    model = VQVAE(in_channels=train_set.shape[0], data_variance=train_set.variance(), **cfg["model"])
-    out = Path(out)
-    history = train(model, train_set, **{**cfg["train"], **({"steps": steps} if steps else {})},
-                    device=device, compile=compile, checkpoint_dir=out / "checkpoint",
-                    checkpoint_every=500, resume=resume, progress=progress)
-    model.save_pretrained(out)
-    metrics = {"data": data, "preset": p["name"], "steps": history.train_steps[-1] if history.train_steps else 0,
-               **{f"test_{k}" if k in ("nmse", "perplexity") else k: v
-                  for k, v in evaluate_vqvae(model, test_set, device=device).items()}}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
-
-
-def train_prior(vqvae_dir, preset: str | None, out, data: str | None = None, steps: int | None = None,
-                device=None, progress: bool = True) -> dict:
-    """Encode the data with a trained VQ-VAE and fit a gated PixelCNN to the code grids."""
-    p = get_preset(preset)
-    vqvae = VQVAE.from_pretrained(vqvae_dir)
-    if data is None:  # the data the VQ-VAE was trained on
-        meta = Path(vqvae_dir) / "metrics.json"
-        data = json.loads(meta.read_text())["data"] if meta.exists() else p["data"]
-    sets = {s: load_images(data, s) for s in ("train", "test")}
-    codes = {s: TensorDataset(encode_dataset(vqvae, d, device=device), d.labels) for s, d in sets.items()}
-    cfg = p["prior"]
-    prior = GatedPixelCNN(vqvae.quantizer.num_codes, num_classes=sets["train"].num_classes, **cfg["model"])
-    train(prior, codes["train"], **{**cfg["train"], **({"steps": steps} if steps else {})},
-          device=device, progress=progress)
-    prior.save_pretrained(out)
-    metrics = {"data": data, "preset": p["name"], "grid_shape": list(codes["test"].tensors[0].shape[1:]),
-               "test_bits_per_code": evaluate(prior, codes["test"], device=device)["bits"],
-               "uniform_bits_per_code": math.log2(vqvae.quantizer.num_codes)}
-    (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+USER_ERRORS = (ValueError, DatasetUnavailable, FileNotFoundError)
 
 
 def sample(vqvae_dir, prior_dir, n: int, out, temperature: float = 1.0, label: int | None = None,
-           seed: int = 0, device=None) -> Path:
+           seed: int = DEFAULT_SEED, device=None) -> Path:
     """Draw n code grids from the prior, decode them, save a PNG grid."""
     import matplotlib
     matplotlib.use("Agg")
+    from .device import resolve_device
+    from .pixelcnn import GatedPixelCNN
     from .viz import show_images
+    from .vqvae import VQVAE
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if n < 1:
+        raise ValueError(f"-n must be at least 1, got {n}")
+    device = resolve_device(device)
     vqvae = VQVAE.from_pretrained(vqvae_dir, map_location=device).eval()
     prior = GatedPixelCNN.from_pretrained(prior_dir, map_location=device).eval()
     if prior.num_codes != vqvae.quantizer.num_codes:
         raise ValueError(f"prior models {prior.num_codes} codes but the VQ-VAE has {vqvae.quantizer.num_codes}")
-    meta = Path(prior_dir) / "metrics.json"
-    if not meta.exists():
-        raise ValueError(f"{meta} is missing: it records the code-grid shape the prior was trained on")
-    h, w = json.loads(meta.read_text())["grid_shape"]
-    g = torch.Generator().manual_seed(seed)
+    h, w = read_metrics(prior_dir)["grid_shape"]
     labels = torch.full((n,), label, dtype=torch.long) if label is not None else None
-    grids = prior.sample(n, (h, w), labels=labels, temperature=temperature, generator=g)
-    images = vqvae.decode_indices(grids.to(device))
-    ax = show_images(images, f"{n} samples (T={temperature})")
+    grids = prior.sample(n, (h, w), labels=labels, temperature=temperature,
+                         generator=torch.Generator().manual_seed(seed))
+    ax = show_images(vqvae.decode_indices(grids.to(device)), f"{n} samples (T={temperature})")
     ax.figure.savefig(out, dpi=120, bbox_inches="tight")
     return Path(out)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vqvae_lib", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("train-vqvae", "train-prior", "sample"):
-        s = sub.add_parser(name)
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m vqvae_lib", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = root.add_subparsers(dest="command", required=True)
+    helps = {"train-vqvae": "train a VQ-VAE with a preset; writes the model and metrics.json to --out",
+             "train-prior": "fit a gated PixelCNN to the codes of a trained VQ-VAE",
+             "sample": "draw code grids from a prior and decode them into a PNG grid"}
+    for name, text in helps.items():
+        s = sub.add_parser(name, help=text, description=text)
         s.add_argument("--preset", choices=sorted(PRESETS), default=None,
                        help="run size (default: VQVAE_PRESET, else gpu if CUDA is available, else cpu)")
-        s.add_argument("--device", default=None)
-        s.add_argument("--out", required=True)
+        s.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+        s.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                       help=f"seeds the initial weights, batches and every random draw (default {DEFAULT_SEED})")
+        s.add_argument("--out", required=True, help="output folder (train-*) or PNG file (sample)")
         if name == "train-vqvae":
-            s.add_argument("--data", default="mnist-5k")
-            s.add_argument("--steps", type=int, default=None)
-            s.add_argument("--compile", action="store_true")
-            s.add_argument("--resume", action="store_true")
+            s.add_argument("--data", default="mnist-5k",
+                           help="mnist-5k (offline), anime-faces, cifar10, mnist, or a local folder")
+            s.add_argument("--steps", type=positive_int, default=None, help="override the preset's step budget")
+            s.add_argument("--compile", action="store_true", help="torch.compile the training step")
+            s.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
         if name == "train-prior":
-            s.add_argument("--vqvae", required=True)
-            s.add_argument("--data", default=None)
-            s.add_argument("--steps", type=int, default=None)
+            s.add_argument("--vqvae", required=True, help="folder of a trained VQ-VAE (from train-vqvae)")
+            s.add_argument("--data", default=None, help="data set to encode (default: the VQ-VAE's own)")
+            s.add_argument("--steps", type=positive_int, default=None, help="override the preset's step budget")
         if name == "sample":
-            s.add_argument("--vqvae", required=True)
-            s.add_argument("--prior", required=True)
-            s.add_argument("-n", type=int, default=64)
-            s.add_argument("--temperature", type=float, default=1.0)
-            s.add_argument("--label", type=int, default=None)
-            s.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args(argv)
-    if a.command == "train-vqvae":
-        print(json.dumps(train_vqvae(a.data, a.preset, a.out, a.steps, a.device, a.compile, a.resume), indent=2))
-    elif a.command == "train-prior":
-        print(json.dumps(train_prior(a.vqvae, a.preset, a.out, a.data, a.steps, a.device), indent=2))
-    else:
-        print(sample(a.vqvae, a.prior, a.n, a.out, a.temperature, a.label, a.seed, a.device))
+            s.add_argument("--vqvae", required=True, help="folder of a trained VQ-VAE")
+            s.add_argument("--prior", required=True, help="folder of a prior trained on its codes")
+            s.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
+            s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature > 0 (default 1)")
+            s.add_argument("--label", type=int, default=None, help="class to condition on (default: none)")
+    return root
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        if a.command == "train-vqvae":
+            result = train_vqvae(a.data, a.preset, a.out, a.seed, a.steps, a.device, a.compile, a.resume)
+        elif a.command == "train-prior":
+            result = train_prior(a.vqvae, a.preset, a.out, a.data, a.seed, a.steps, a.device)
+        else:
+            result = str(sample(a.vqvae, a.prior, a.n, a.out, a.temperature, a.label, a.seed, a.device))
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result if isinstance(result, str) else json.dumps(result, indent=2))
+    return 0

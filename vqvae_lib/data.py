@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 OFFLINE_DEFAULT = "mnist-5k"
 # name -> (Hub repository, its split names for train/test; None = carve a deterministic test split)
@@ -61,6 +61,23 @@ class ImageDataset(Dataset):
 
     def subset(self, n: int) -> "ImageDataset":
         return ImageDataset(self.images[:n], self.labels[:n], self.name)
+
+
+def get_batch(dataset: Dataset, idx: torch.Tensor, device) -> tuple:
+    """Gather a batch: datasets with a ``batch(idx)`` method or ``.tensors`` are indexed in bulk."""
+    if hasattr(dataset, "batch"):
+        batch = dataset.batch(idx)
+    elif hasattr(dataset, "tensors"):
+        batch = tuple(t[idx] for t in dataset.tensors)
+    else:
+        batch = default_collate([dataset[int(i)] for i in idx])
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def iter_batches(dataset: Dataset, batch_size: int, device):
+    """The whole data set in order, as consecutive batches (the last may be smaller)."""
+    for start in range(0, len(dataset), batch_size):
+        yield get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
 
 
 def split_indices(n: int, split: str, seed: int = 0) -> np.ndarray:

@@ -6,7 +6,8 @@ import math
 import torch
 
 from .quantize import perplexity_from_counts
-from .train import get_batch, resolve_device
+from .data import iter_batches
+from .device import resolve_device
 
 
 def nmse(x: torch.Tensor, x_recon: torch.Tensor, data_variance: float) -> float:
@@ -33,11 +34,7 @@ def encode_dataset(vqvae, dataset, batch_size: int = 256, device=None) -> torch.
     """Code grids for a whole data set: (N, h, w) long, on the CPU."""
     device = resolve_device(device)
     vqvae.to(device).eval()
-    out = []
-    for start in range(0, len(dataset), batch_size):
-        x, _ = get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
-        out.append(vqvae.encode(x).cpu())
-    return torch.cat(out)
+    return torch.cat([vqvae.encode(x).cpu() for x, _ in iter_batches(dataset, batch_size, device)])
 
 
 def codebook_usage(vqvae, dataset, batch_size: int = 256, device=None) -> torch.Tensor:
@@ -53,8 +50,7 @@ def evaluate_vqvae(vqvae, dataset, batch_size: int = 256, device=None) -> dict:
     vqvae.to(device).eval()
     se, n = 0.0, 0
     counts = torch.zeros(vqvae.quantizer.num_codes, dtype=torch.long)
-    for start in range(0, len(dataset), batch_size):
-        x, _ = get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
+    for x, _ in iter_batches(dataset, batch_size, device):
         out = vqvae(x)
         se += float(((out.x_recon.float() - x) ** 2).sum())
         n += x.numel()

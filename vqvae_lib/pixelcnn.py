@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import PretrainedMixin
+from .checkpoint import PretrainedMixin, register_to_config
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -107,13 +107,12 @@ class GatedPixelCNN(nn.Module, PretrainedMixin):
     sample(n, shape=(h, w)) -> (n, h, w) long, drawn code by code in raster order.
     """
 
+    @register_to_config
     def __init__(self, num_codes: int, hidden_channels: int = 64, num_layers: int = 8,
                  num_classes: int | None = None, kernel_size: int = 3):
         super().__init__()
         if kernel_size % 2 == 0 or kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
-        self.config = dict(num_codes=num_codes, hidden_channels=hidden_channels, num_layers=num_layers,
-                           num_classes=num_classes, kernel_size=kernel_size)
         self.num_codes, self.num_classes = num_codes, num_classes
         self.embed = nn.Embedding(num_codes, hidden_channels)
         self.layers = nn.ModuleList(GatedLayer(hidden_channels, kernel_size, i == 0, num_classes)
@@ -152,7 +151,7 @@ class GatedPixelCNN(nn.Module, PretrainedMixin):
     def training_step(self, batch) -> dict:
         indices, labels = batch[0], batch[1] if self.num_classes else None
         loss = self.nll(indices, labels)
-        return {"loss": loss, "bits": loss / math.log(2)}
+        return {"loss": loss, "bits_per_code": loss / math.log(2)}
 
     @torch.no_grad()
     def sample(self, n: int, shape: tuple[int, int], labels: torch.Tensor | None = None,

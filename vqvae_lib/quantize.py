@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import register_to_config
+from .seeding import generator as seeded_generator
+
 
 @dataclass
 class VQOutput:
@@ -93,10 +96,11 @@ def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum())
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 10) -> torch.Tensor:
     """Lloyd's k-means on x: (N, D) -> centroids (k, D), seeded by k-means++ (D^2 sampling).
 
-    Empty clusters keep their centre. With fewer distinct points than k, centres repeat.
+    generator: a CPU generator for the k-means++ draws. Empty clusters keep their centre.
+    With fewer distinct points than k, centres repeat.
     """
     n = x.shape[0]
     first = torch.randint(n, (1,), generator=generator)
@@ -131,20 +135,26 @@ class VectorQuantizer(nn.Module):
       kmeans_init: set the codes by k-means on the first training batch.
       restart_after: a code unused for this many training steps is reset to a random encoder
         output of the current batch (its EMA state too). 0 disables.
+    seed: the k-means++ and restart draws come from generators seeded by (seed, update number),
+      never from the global RNG, so a run and its resumed copy draw the same.
     """
 
+    @register_to_config
     def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, ema: bool = False,
-                 decay: float = 0.99, eps: float = 1e-5, kmeans_init: bool = False, restart_after: int = 0):
+                 decay: float = 0.99, eps: float = 1e-5, kmeans_init: bool = False, restart_after: int = 0,
+                 seed: int = 0):
         super().__init__()
         if num_codes < 1 or code_dim < 1:
             raise ValueError(f"num_codes and code_dim must be positive, got {num_codes}, {code_dim}")
         self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
         self.ema, self.decay, self.eps = ema, decay, eps
-        self.kmeans_init, self.restart_after = kmeans_init, restart_after
-        self.codebook = nn.Parameter(torch.empty(num_codes, code_dim).uniform_(-1 / num_codes, 1 / num_codes),
-                                     requires_grad=not ema)
+        self.kmeans_init, self.restart_after, self.seed = kmeans_init, restart_after, seed
+        init = torch.empty(num_codes, code_dim).uniform_(-1 / num_codes, 1 / num_codes,
+                                                         generator=seeded_generator(seed))
+        self.codebook = nn.Parameter(init, requires_grad=not ema)
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps_unused", torch.zeros(num_codes, dtype=torch.long))
+        self.register_buffer("num_updates", torch.tensor(0))  # training forward passes so far
         if ema:
             # Start as if each code had been chosen once at its initial position: an unused code then
             # stays where it is (zero counts would divide its decaying sum by ~eps and fling it away).
@@ -185,11 +195,7 @@ class VectorQuantizer(nn.Module):
     def _maybe_init(self, flat: torch.Tensor) -> None:
         if bool(self.initialized):
             return
-        centroids = kmeans(flat, self.num_codes)
-        self.codebook.data.copy_(centroids)
-        if self.ema:
-            self.ema_sum.copy_(centroids)
-            self.ema_count.fill_(1.0)
+        self.set_codes(kmeans(flat, self.num_codes, self._generator()))
         self.initialized.fill_(True)
 
     @torch.no_grad()
@@ -204,6 +210,26 @@ class VectorQuantizer(nn.Module):
         if self.restart_after > 0:
             self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
             self.restart_codes(self.steps_unused >= self.restart_after, flat)
+        self.num_updates.add_(1)
+
+    def _generator(self) -> torch.Generator:
+        """The generator of this update's draws: seeded by (seed, update number)."""
+        return seeded_generator(self.seed, int(self.num_updates))
+
+    @torch.no_grad()
+    def set_codes(self, codes: torch.Tensor, where: torch.Tensor | None = None) -> None:
+        """Write ``codes: (n, D)`` into the codebook rows ``where`` ((K,) bool or (n,) long; default all).
+
+        Keeps the rest of the quantizer's state consistent: with EMA, each written code counts as
+        chosen once at its new place (sum = code, count = 1), and its unused-steps counter restarts.
+        """
+        where = slice(None) if where is None else where
+        codes = codes.to(self.codebook.device, self.codebook.dtype)
+        self.codebook.data[where] = codes
+        self.steps_unused[where] = 0
+        if self.ema:
+            self.ema_sum[where] = codes
+            self.ema_count[where] = 1.0
 
     @torch.no_grad()
     def restart_codes(self, dead: torch.Tensor, flat: torch.Tensor) -> int:
@@ -211,10 +237,6 @@ class VectorQuantizer(nn.Module):
         n_dead = int(dead.sum())
         if n_dead == 0:
             return 0
-        pick = torch.randint(flat.shape[0], (n_dead,), device=flat.device)
-        self.codebook.data[dead] = flat[pick]
-        self.steps_unused[dead] = 0
-        if self.ema:
-            self.ema_sum[dead] = flat[pick]
-            self.ema_count[dead] = 1.0
+        pick = torch.randint(flat.shape[0], (n_dead,), generator=self._generator()).to(flat.device)
+        self.set_codes(flat[pick], dead)
         return n_dead

@@ -1,43 +1,144 @@
-"""Trained models for the chapters: train with a preset, or reuse a matching run saved under ``root``.
+"""Training recipes: (preset, data set, seed) -> a trained model, the same in every process.
 
-Training is seeded, so a reused run equals a fresh one; chapters stay runnable on their own.
+Each recipe seeds before it builds anything (:func:`vqvae_lib.seeding.seeded`), so the same preset,
+data and seed give bitwise-identical weights on the CPU, whether a chapter trains the model, a later
+chapter reuses it, or the command line trains it. ``trained_vqvae`` / ``trained_prior`` reuse a run
+saved under ``root`` when its recipe (preset settings, data, seed) matches, and train it otherwise.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from .cli import train_prior, train_vqvae
+from torch.utils.data import TensorDataset
+
+from .data import load_images
+from .metrics import encode_dataset, evaluate_vqvae
 from .pixelcnn import GatedPixelCNN
 from .presets import get_preset
+from .seeding import seeded
+from .train import evaluate, train
 from .vqvae import VQVAE
 
+DEFAULT_SEED = 0
 
-def _matches(directory: Path, preset: str, data: str) -> bool:
-    meta = directory / "metrics.json"
-    if not meta.exists():
+
+def build_vqvae(preset: dict, train_set, seed: int = DEFAULT_SEED) -> VQVAE:
+    """The preset's untrained VQ-VAE for ``train_set``'s images, its initial weights drawn from ``seed``."""
+    cfg = preset["vqvae"]["model"]
+    with seeded(seed):
+        return VQVAE(in_channels=train_set.shape[0], data_variance=train_set.variance(),
+                     **{**cfg, "quantizer": {**cfg.get("quantizer", {}), "seed": seed}})
+
+
+def build_prior(preset: dict, num_codes: int, num_classes: int | None, seed: int = DEFAULT_SEED) -> GatedPixelCNN:
+    """The preset's untrained gated PixelCNN over ``num_codes`` codes, its weights drawn from ``seed``."""
+    with seeded(seed):
+        return GatedPixelCNN(num_codes, num_classes=num_classes, **preset["prior"]["model"])
+
+
+def train_settings(preset: dict, part: str, steps: int | None = None) -> dict:
+    """The preset's ``train`` settings for ``part`` ("vqvae", "prior", "vae"), with ``steps`` overridden if given."""
+    settings = dict(preset[part]["train"])
+    if steps is not None:
+        settings["steps"] = steps
+    return settings
+
+
+def recipe(preset: dict, part: str, data: str, seed: int, steps: int | None = None) -> dict:
+    """Everything that determines a run's weights; a saved run is reused only when this matches."""
+    return {"preset": preset["name"], "data": data, "seed": seed,
+            "model": preset[part]["model"], "train": train_settings(preset, part, steps)}
+
+
+def train_vqvae(data: str, preset: str | None, out, seed: int = DEFAULT_SEED, steps: int | None = None,
+                device=None, compile: bool = False, resume: bool = False, progress: bool = True) -> dict:
+    """Train the preset's VQ-VAE on ``data``; writes the model and ``metrics.json`` to ``out``, returns the metrics."""
+    p = get_preset(preset)
+    train_set, test_set = load_images(data, "train"), load_images(data, "test")
+    model = build_vqvae(p, train_set, seed)
+    out = Path(out)
+    history = train(model, train_set, **train_settings(p, "vqvae", steps), seed=seed, device=device,
+                    compile=compile, checkpoint_dir=out / "checkpoint", resume=resume, progress=progress)
+    model.save_pretrained(out)
+    test = evaluate_vqvae(model, test_set, device=device)
+    metrics = {"recipe": recipe(p, "vqvae", data, seed, steps),
+               "steps": history.train_steps[-1] if history.train_steps else 0,
+               "test_nmse": test["nmse"], "test_perplexity": test["perplexity"],
+               "codes_used": test["codes_used"], "num_codes": test["num_codes"]}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def code_datasets(vqvae: VQVAE, data: str, device=None) -> dict:
+    """{"train": ..., "test": ...}: each split's code grids (N, h, w) and labels (N,), as TensorDatasets."""
+    out = {}
+    for split in ("train", "test"):
+        images = load_images(data, split)
+        out[split] = TensorDataset(encode_dataset(vqvae, images, device=device), images.labels)
+    return out
+
+
+def train_prior(vqvae_dir, preset: str | None, out, data: str | None = None, seed: int = DEFAULT_SEED,
+                steps: int | None = None, device=None, progress: bool = True) -> dict:
+    """Encode ``data`` with the VQ-VAE saved in ``vqvae_dir`` and fit the preset's gated PixelCNN to the grids."""
+    p = get_preset(preset)
+    vqvae = VQVAE.from_pretrained(vqvae_dir)
+    if data is None:  # the data the VQ-VAE was trained on
+        data = read_metrics(vqvae_dir)["recipe"]["data"]
+    codes = code_datasets(vqvae, data, device)
+    labels = codes["train"].tensors[1]
+    prior = build_prior(p, vqvae.quantizer.num_codes, int(labels.max()) + 1, seed)
+    train(prior, codes["train"], **train_settings(p, "prior", steps), seed=seed, device=device, progress=progress)
+    prior.save_pretrained(out)
+    metrics = {"recipe": recipe(p, "prior", data, seed, steps),
+               "grid_shape": list(codes["test"].tensors[0].shape[1:]),
+               "test_bits_per_code": evaluate(prior, codes["test"], device=device)["bits_per_code"],
+               "uniform_bits_per_code": math.log2(vqvae.quantizer.num_codes)}
+    (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def read_metrics(directory) -> dict:
+    """The ``metrics.json`` a recipe wrote beside a saved model; a clear error when it is missing."""
+    path = Path(directory) / "metrics.json"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: it records the recipe (data, preset, seed) of the run in {directory}")
+    return json.loads(path.read_text())
+
+
+def _matches(directory: Path, wanted: dict) -> bool:
+    try:
+        return read_metrics(directory).get("recipe") == json.loads(json.dumps(wanted))
+    except ValueError:
         return False
-    m = json.loads(meta.read_text())
-    return m.get("preset") == preset and m.get("data") == data
 
 
-def trained_vqvae(preset: str | None = None, data: str | None = None, root="runs", progress: bool = True):
-    """(VQVAE, metrics dict) for the preset; trains on first use, then loads ``root/<preset>-<data>/vqvae``."""
+def run_dir(preset: dict, data: str, seed: int, root) -> Path:
+    return Path(root) / f"{preset['name']}-{Path(data).name}-seed{seed}"
+
+
+def trained_vqvae(preset: str | None = None, data: str | None = None, root="runs", seed: int = DEFAULT_SEED,
+                  progress: bool = True):
+    """(VQVAE, metrics) for the preset: loads ``root/<preset>-<data>-seed<seed>/vqvae`` when its recipe
+    matches, else trains it there first. Equal to what chapter 5 trains with the same seed."""
     p = get_preset(preset)
     data = data or p["data"]
-    out = Path(root) / f"{p['name']}-{Path(data).name}" / "vqvae"
-    if not _matches(out, p["name"], data):
-        train_vqvae(data, p["name"], out, progress=progress)
-    return VQVAE.from_pretrained(out), json.loads((out / "metrics.json").read_text())
+    out = run_dir(p, data, seed, root) / "vqvae"
+    if not _matches(out, recipe(p, "vqvae", data, seed)):
+        train_vqvae(data, p["name"], out, seed=seed, progress=progress)
+    return VQVAE.from_pretrained(out), read_metrics(out)
 
 
-def trained_prior(preset: str | None = None, data: str | None = None, root="runs", progress: bool = True):
-    """(GatedPixelCNN, metrics dict) fitted to the codes of :func:`trained_vqvae`'s model."""
+def trained_prior(preset: str | None = None, data: str | None = None, root="runs", seed: int = DEFAULT_SEED,
+                  progress: bool = True):
+    """(GatedPixelCNN, metrics) fitted to the codes of :func:`trained_vqvae`'s model."""
     p = get_preset(preset)
     data = data or p["data"]
-    trained_vqvae(p["name"], data, root, progress)
-    base = Path(root) / f"{p['name']}-{Path(data).name}"
+    trained_vqvae(p["name"], data, root, seed, progress)
+    base = run_dir(p, data, seed, root)
     out = base / "prior"
-    if not _matches(out, p["name"], data):
-        train_prior(base / "vqvae", p["name"], out, data=data, progress=progress)
-    return GatedPixelCNN.from_pretrained(out), json.loads((out / "metrics.json").read_text())
+    if not _matches(out, recipe(p, "prior", data, seed)):
+        train_prior(base / "vqvae", p["name"], out, data=data, seed=seed, progress=progress)
+    return GatedPixelCNN.from_pretrained(out), read_metrics(out)

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, default_collate
+from safetensors.torch import save_file
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import read_json, read_safetensors
-from safetensors.torch import save_file
+from .data import get_batch, iter_batches
+from .device import autocast, resolve_device
+from .seeding import generator, seeded
 
 
 @dataclass
@@ -43,28 +46,12 @@ class History:
         return plot_history(self, keys=keys, axes=axes)
 
 
-def resolve_device(device=None) -> torch.device:
-    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def get_batch(dataset: Dataset, idx: torch.Tensor, device: torch.device):
-    """Gather a batch: datasets with a ``batch(idx)`` method or ``.tensors`` are indexed in bulk."""
-    if hasattr(dataset, "batch"):
-        batch = dataset.batch(idx)
-    elif hasattr(dataset, "tensors"):
-        batch = tuple(t[idx] for t in dataset.tensors)
-    else:
-        batch = default_collate([dataset[int(i)] for i in idx])
-    return tuple(t.to(device, non_blocking=True) for t in batch)
-
-
 def batch_order(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
     """Indices of the batch at ``step``: epoch e is a permutation seeded by (seed, e), so any step
     can be recomputed after a resume without replaying the ones before."""
     per_epoch = max(n // batch_size, 1)
     epoch, k = divmod(step, per_epoch)
-    g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    perm = torch.randperm(n, generator=g)
+    perm = torch.randperm(n, generator=generator(seed, epoch))
     return perm[k * batch_size:(k + 1) * batch_size] if n >= batch_size else perm
 
 
@@ -75,19 +62,14 @@ def evaluate(model, dataset: Dataset, batch_size: int = 256, device=None) -> dic
     was_training = model.training
     model.eval()
     totals, n = {}, 0
-    for start in range(0, len(dataset), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(dataset)))
+    for batch in iter_batches(dataset, batch_size, device):
         with autocast(device):
-            values = model.training_step(get_batch(dataset, idx, device))
+            values = model.training_step(batch)
         for k, v in values.items():
-            totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
-        n += len(idx)
+            totals[k] = totals.get(k, 0.0) + float(v) * len(batch[0])
+        n += len(batch[0])
     model.train(was_training)
     return {k: v / n for k, v in totals.items()}
-
-
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
 def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
@@ -109,33 +91,39 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
     opt = torch.optim.Adam(params, lr=lr)
     history = history or History()
     start = 0
-    torch.manual_seed(seed)
     if resume:
         if checkpoint_dir is None:
             raise ValueError("resume=True needs a checkpoint_dir")
-        start, history = load_training_state(checkpoint_dir, model, opt)
+        start, history, rng = load_training_state(checkpoint_dir, model, opt)
     step_fn = torch.compile(model.training_step) if compile else model.training_step
 
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc=type(model).__name__)
-    for step in bar:
-        batch = get_batch(train_data, batch_order(len(train_data), batch_size, step, seed), device)
-        with autocast(device):
-            values = step_fn(batch)
-        loss = values["loss"]
-        if not torch.isfinite(loss):
-            where = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
-            raise FloatingPointError(f"loss became non-finite ({float(loss.detach())}) at step {step}{where}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        done = step + 1
-        if log_every and (done % log_every == 0 or done == steps):
-            history.log("train", done, values)
-            bar.set_postfix({k: f"{float(v.detach()) if torch.is_tensor(v) else v:.4g}" for k, v in values.items()})
-        if eval_data is not None and eval_every and (done % eval_every == 0 or done == steps):
-            history.log("eval", done, evaluate(model, eval_data, device=device))
-        if checkpoint_dir and ((checkpoint_every and done % checkpoint_every == 0) or done == steps):
-            save_training_state(checkpoint_dir, model, opt, done, history)
+    # Draws inside the model's forward pass (the VAE's noise) come from the global RNG, seeded
+    # here and restored afterwards: the caller's RNG neither affects the run nor is changed by it.
+    with seeded(seed):
+        if resume:
+            set_rng_state(rng)
+        bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
+                   desc=type(model).__name__)
+        for step in bar:
+            batch = get_batch(train_data, batch_order(len(train_data), batch_size, step, seed), device)
+            with autocast(device):
+                values = step_fn(batch)
+            loss = values["loss"]
+            if not torch.isfinite(loss):
+                where = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
+                raise FloatingPointError(f"loss became non-finite ({float(loss.detach())}) at step {step}{where}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done = step + 1
+            if log_every and (done % log_every == 0 or done == steps):
+                history.log("train", done, values)
+                bar.set_postfix({k: f"{float(v.detach()) if torch.is_tensor(v) else v:.4g}"
+                                 for k, v in values.items()})
+            if eval_data is not None and eval_every and (done % eval_every == 0 or done == steps):
+                history.log("eval", done, evaluate(model, eval_data, device=device))
+            if checkpoint_dir and ((checkpoint_every and done % checkpoint_every == 0) or done == steps):
+                save_training_state(checkpoint_dir, model, opt, done, history)
     model.eval()
     return history
 
@@ -159,7 +147,8 @@ def save_training_state(directory, model, opt, step: int, history: History) -> N
     tmp.rename(directory)
 
 
-def load_training_state(directory, model, opt) -> tuple[int, History]:
+def load_training_state(directory, model, opt) -> tuple[int, History, dict]:
+    """Load model and optimiser state in place; returns (step, history, saved RNG state)."""
     directory = Path(directory)
     fresh = type(model).from_pretrained(directory)
     if fresh.config != model.config:
@@ -175,8 +164,13 @@ def load_training_state(directory, model, opt) -> tuple[int, History]:
         i, name = key.split(".", 1)
         state.setdefault(int(i), {})[name] = v  # the optimiser moves its state to the params
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
     h = meta["history"]
-    return meta["step"], History(h["train_steps"], h["train"], h["eval_steps"], h["eval"])
+    rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    return meta["step"], History(h["train_steps"], h["train"], h["eval_steps"], h["eval"]), rng
+
+
+def set_rng_state(rng: dict) -> None:
+    """Restore the global RNG state saved by :func:`save_training_state` (``rng.cpu``, ``rng.cuda``)."""
+    torch.set_rng_state(rng["rng.cpu"])
+    if "rng.cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["rng.cuda"])

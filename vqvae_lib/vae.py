@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import PretrainedMixin
+from .checkpoint import PretrainedMixin, register_to_config
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -44,13 +44,12 @@ class VAEOutput:
 class VAE(nn.Module, PretrainedMixin):
     """x: (B, C, S, S) in [0, 1], S divisible by 4 -> z: (B, latent_dim) -> x_recon: (B, C, S, S)."""
 
+    @register_to_config
     def __init__(self, in_channels: int = 1, image_size: int = 28, latent_dim: int = 16,
                  hidden_channels: int = 32, beta: float = 1.0):
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size must be divisible by 4, got {image_size}")
-        self.config = dict(in_channels=in_channels, image_size=image_size, latent_dim=latent_dim,
-                           hidden_channels=hidden_channels, beta=beta)
         self.in_channels, self.image_size, self.latent_dim, self.beta = in_channels, image_size, latent_dim, beta
         h, s = hidden_channels, image_size // 4
         self.encoder = nn.Sequential(
@@ -88,4 +87,4 @@ class VAE(nn.Module, PretrainedMixin):
 
     def training_step(self, batch) -> dict:
         out = self(batch[0])
-        return {"loss": out.loss, "recon": out.recon_loss, "kl": out.kl}
+        return {"loss": out.loss, "recon_loss": out.recon_loss, "kl": out.kl}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import PretrainedMixin
+from .checkpoint import PretrainedMixin, register_to_config
 from .quantize import VectorQuantizer, VQOutput, nearest_code
 
 
@@ -72,6 +72,7 @@ class VQVAE(nn.Module, PretrainedMixin):
     Quantizer options (ema, kmeans_init, restart_after, ...) pass through ``quantizer``.
     """
 
+    @register_to_config
     def __init__(self, in_channels: int = 1, num_codes: int = 64, code_dim: int = 16, hidden_channels: int = 64,
                  num_res_layers: int = 2, res_channels: int = 32, downsample: int = 4, beta: float = 0.25,
                  data_variance: float = 1.0, quantizer: dict | None = None):
@@ -79,10 +80,6 @@ class VQVAE(nn.Module, PretrainedMixin):
         n_down = int(round(math.log2(downsample))) if downsample > 0 else -1
         if n_down < 1 or 2 ** n_down != downsample:
             raise ValueError(f"downsample must be a power of two >= 2, got {downsample}")
-        self.config = dict(in_channels=in_channels, num_codes=num_codes, code_dim=code_dim,
-                           hidden_channels=hidden_channels, num_res_layers=num_res_layers,
-                           res_channels=res_channels, downsample=downsample, beta=beta,
-                           data_variance=data_variance, quantizer=dict(quantizer or {}))
         self.in_channels, self.downsample, self.data_variance = in_channels, downsample, data_variance
         self.encoder = nn.Sequential(encoder(in_channels, hidden_channels, res_channels, num_res_layers, n_down),
                                      nn.Conv2d(hidden_channels, code_dim, 1))  # the pre-VQ 1x1 projection
@@ -132,5 +129,5 @@ class VQVAE(nn.Module, PretrainedMixin):
     def training_step(self, batch) -> dict:
         x = batch[0]
         out = self(x)
-        return {"loss": out.loss, "nmse": out.recon_loss, "commitment": out.vq.commitment_loss,
-                "codebook": out.vq.codebook_loss, "perplexity": out.vq.perplexity}
+        return {"loss": out.loss, "recon_loss": out.recon_loss, "commitment_loss": out.vq.commitment_loss,
+                "codebook_loss": out.vq.codebook_loss, "perplexity": out.vq.perplexity}

@@ -30,6 +30,11 @@ def _tiny_model() -> VQVAE:
                  num_res_layers=1, beta=0.25)
 
 
+def _weights(model) -> dict:
+    # parameters only: buffers (the quantizer's update counter) change in any forward pass
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
 def _moved(before: dict, after: dict, prefix: str) -> bool:
     return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
 
@@ -48,7 +53,7 @@ def check_training_step(fn, verbose: bool = True) -> bool:
     # Plain SGD: the update is then proportional to the gradient, so any missing term shows.
     opt_ref = torch.optim.SGD(ref.parameters(), lr=0.05)
     opt_yours = torch.optim.SGD(yours.parameters(), lr=0.05)
-    start = {k: v.detach().clone() for k, v in yours.state_dict().items()}
+    start = _weights(yours)
     for step in range(2):
         x = torch.rand(4, 1, 8, 8, generator=g)
         expected = float(reference_training_step(ref, x, opt_ref).detach())
@@ -56,7 +61,7 @@ def check_training_step(fn, verbose: bool = True) -> bool:
         if got is None:
             raise AssertionError("your function returned None: return the loss tensor you backpropagated")
         got = float(got.detach() if torch.is_tensor(got) else got)
-        w_ref, w_yours = ref.state_dict(), yours.state_dict()
+        w_ref, w_yours = _weights(ref), _weights(yours)
         if step == 1 and not _same(w_ref, w_yours, ""):
             raise AssertionError("the first step matched but the second did not: call opt.zero_grad() "
                                  "before loss.backward(), otherwise the gradients of both steps add up")

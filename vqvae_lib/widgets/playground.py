@@ -63,7 +63,7 @@ class PlaygroundState:
         self.x = gaussian_mixture(num_points, seed=seed)
         self.z = nn.Parameter(self.x.clone())
         self.quantizer = VectorQuantizer(num_codes, 2, beta=beta, ema=ema, kmeans_init=kmeans_init,
-                                         restart_after=restart_after if restart else 0)
+                                         restart_after=restart_after if restart else 0, seed=seed)
         g = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
             if init == "far":
@@ -72,10 +72,7 @@ class PlaygroundState:
                 codes = torch.empty(num_codes, 2).uniform_(-1 / num_codes, 1 / num_codes, generator=g)
             else:
                 codes = self.x[torch.randperm(num_points, generator=g)[:num_codes]].clone()
-            self.quantizer.codebook.copy_(codes)
-            if ema:  # a consistent EMA state for these codes: as if each had been seen once
-                self.quantizer.ema_sum.copy_(codes)
-                self.quantizer.ema_count.fill_(1.0)
+        self.quantizer.set_codes(codes)
         params = [self.z] + ([] if ema else [self.quantizer.codebook])
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self.steps = 0
@@ -125,13 +122,10 @@ class PlaygroundState:
 
     def _train(self, n: int) -> None:
         for _ in range(n):
-            # k-means init and restarts draw from torch's global RNG: seed it per step, locally
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(self.seed * 100_003 + self.steps)
-                loss, _ = self._loss_terms()
-                self.optimizer.zero_grad()
-                loss.backward()
-                self.optimizer.step()
+            loss, _ = self._loss_terms()  # k-means and restarts draw from the quantizer's seeded generators
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
             self.steps += 1
             self._record(loss)
 

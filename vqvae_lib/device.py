@@ -1,0 +1,14 @@
+"""Where tensors live and in which precision they are computed."""
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(device=None) -> torch.device:
+    """The given device, else CUDA when available, else the CPU."""
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op on the CPU (float32 throughout)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
