@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PRESET ?= ci
 export VQVAE_PRESET := $(PRESET)
 
-.PHONY: setup book test unit notebooks browser clean
+.PHONY: setup book test lint unit notebooks browser clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,13 +45,16 @@ browser: setup
 	  sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium'
 	$(PY) -m pytest -q tests/browser
 
+lint: setup
+	$(VENV)/bin/ruff check .
+
 unit: setup
 	$(PY) -m pytest -q tests --ignore=tests/browser
 
 notebooks: setup
 	$(PY) -m pytest -q --nbval-lax notebooks
 
-test: unit notebooks book browser
+test: lint unit notebooks book browser
 
 clean:
 	rm -rf _build

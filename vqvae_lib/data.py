@@ -20,6 +20,7 @@ HUB_DATASETS = {
     "mnist": ("ylecun/mnist", ("train", "test")),
 }
 TEST_FRACTION = 0.1
+VARIANCE_CHUNK = 1024  # images per bincount in ImageDataset.variance
 
 
 class DatasetUnavailable(RuntimeError):
@@ -56,8 +57,18 @@ class ImageDataset(Dataset):
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
     def variance(self) -> float:
-        """Pixel variance of the whole set in [0, 1] units (normalises the MSE into the NMSE)."""
-        return float((self.images.double() / 255).var())
+        """Pixel variance of the whole set in [0, 1] units (normalises the MSE into the NMSE).
+
+        From the histogram of the 256 grey levels, counted a chunk at a time: exact, and it needs no
+        float copy of the data (40k RGB faces in float64 would take 16 GB).
+        """
+        counts = torch.zeros(256, dtype=torch.float64)
+        for chunk in self.images.split(VARIANCE_CHUNK):
+            counts += torch.bincount(chunk.flatten().long(), minlength=256).double()
+        n = counts.sum()
+        levels = torch.arange(256, dtype=torch.float64) / 255
+        mean = (counts * levels).sum() / n
+        return float((counts * (levels - mean) ** 2).sum() / (n - 1))  # unbiased, as Tensor.var
 
     def subset(self, n: int) -> "ImageDataset":
         return ImageDataset(self.images[:n], self.labels[:n], self.name)

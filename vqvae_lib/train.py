@@ -7,7 +7,6 @@ evaluation, a ``tqdm.auto`` bar, checkpoints and exact resume.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path

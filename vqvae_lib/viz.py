@@ -51,22 +51,66 @@ def plot_codebook_usage(counts: torch.Tensor, title: str = "codebook usage", ax=
     return ax
 
 
+# What each logged quantity is, for the y-axis: (label with unit, log scale?). Keys are the output
+# fields that the models' training_step logs.
+HISTORY_AXES = {
+    "loss": ("training loss", True),
+    "recon_loss": ("reconstruction (NMSE)", True),
+    "commitment_loss": ("commitment: mean ‖z_e − e‖² per element", True),
+    "codebook_loss": ("codebook: mean ‖sg[z_e] − e‖² per element", True),
+    "perplexity": ("perplexity (codes)", False),
+    "kl": ("KL (nats per image)", True),
+    "bits_per_code": ("bits per code", False),
+}
+
+
 def plot_history(history, keys=None, axes=None):
-    """One panel per logged quantity, train (and eval, where logged) against the step. Returns the figure."""
+    """One panel per logged quantity against the step: train batches and, where logged, the eval split.
+
+    The perplexity of a training batch and of the test split are different estimators (a batch sees
+    fewer positions, so fewer codes); the legend says which is which. Returns the figure.
+    """
     keys = keys or list(history.train)
     if axes is None:
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 2.8), squeeze=False)
         axes = axes[0]
     else:
         fig = axes[0].figure
     for ax, k in zip(axes, keys):
-        ax.plot(history.train_steps, history.train[k], label="train")
+        label, log = HISTORY_AXES.get(k, (k, False))
+        ax.plot(history.train_steps, history.train[k], label="training batch")
         if k in history.eval:
-            ax.plot(history.eval_steps, history.eval[k], "o-", label="test")
+            ax.plot(history.eval_steps, history.eval[k], "o-", label="whole test split")
         ax.set_title(k)
         ax.set_xlabel("step")
-        if k in ("loss", "nmse", "recon", "kl", "commitment", "codebook"):
+        ax.set_ylabel(label)
+        if log:
             ax.set_yscale("log")
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def code_colormap(num_codes: int):
+    """A categorical colour map for code indices: neighbouring indices get unrelated colours, since
+    code 7 is no closer to code 8 than to code 50 (viridis or turbo would suggest an order)."""
+    from matplotlib.colors import ListedColormap
+    base = [c for name in ("tab20", "tab20b", "tab20c") for c in plt.get_cmap(name).colors]
+    return ListedColormap([base[i % len(base)] for i in range(num_codes)], name=f"codes{num_codes}")
+
+
+def show_codes(indices: torch.Tensor, num_codes: int, ax=None, title: str = "", annotate: bool | None = None):
+    """Draw one (h, w) grid of code indices in a categorical colour map, with the indices written in
+    small grids (annotate=None: when h, w <= 8). Returns the axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    grid = indices.detach().cpu()
+    ax.imshow(grid, cmap=code_colormap(num_codes), vmin=-0.5, vmax=num_codes - 0.5, interpolation="nearest")
+    h, w = grid.shape
+    if annotate if annotate is not None else max(h, w) <= 8:
+        for i in range(h):
+            for j in range(w):
+                ax.text(j, i, int(grid[i, j]), ha="center", va="center", fontsize=8)
+    ax.set_title(title)
+    ax.axis("off")
+    return ax
