@@ -85,7 +85,8 @@ def test_failed_download_raises_one_clear_error(monkeypatch):
         raise ConnectionError("Couldn't reach the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DatasetUnavailable, match="could not load data set 'cifar10'.*ConnectionError.*'mnist-5k' works offline"):
+    expected = "could not load data set 'cifar10'.*ConnectionError.*'mnist-5k' works offline"
+    with pytest.raises(DatasetUnavailable, match=expected):
         load_images("cifar10")
 
 

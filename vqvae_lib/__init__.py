@@ -1,6 +1,6 @@
 """vqvae_lib: the library behind the VQ-VAE book."""
 from .data import ImageDataset, load_images
-from .metrics import codebook_usage, encode_dataset, evaluate_vqvae, nmse, perplexity
+from .metrics import codebook_usage, encode_dataset, evaluate_vqvae, perplexity
 from .pixelcnn import GatedPixelCNN, MaskedConv2d, PlainPixelCNN
 from .presets import PRESETS, get_preset
 from .quantize import VectorQuantizer, VQOutput
@@ -8,4 +8,7 @@ from .train import History, evaluate, train
 from .vae import VAE, gaussian_kl
 from .vqvae import VQVAE
 
+__all__ = ["ImageDataset", "load_images", "codebook_usage", "encode_dataset", "evaluate_vqvae", "perplexity",
+           "GatedPixelCNN", "MaskedConv2d", "PlainPixelCNN", "PRESETS", "get_preset", "VectorQuantizer", "VQOutput",
+           "History", "evaluate", "train", "VAE", "gaussian_kl", "VQVAE"]
 __version__ = "0.1.0"

@@ -11,4 +11,6 @@ def resolve_device(device=None) -> torch.device:
 
 def autocast(device: torch.device):
     """bf16 autocast on CUDA; a no-op on the CPU (float32 throughout)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)

@@ -1,18 +1,11 @@
-"""Evaluation numbers: NMSE, perplexity, codebook usage over a whole split, bits per dimension."""
+"""Evaluation numbers over a whole split: NMSE, perplexity, codebook usage, the code grids."""
 from __future__ import annotations
-
-import math
 
 import torch
 
-from .quantize import perplexity_from_counts
 from .data import iter_batches
 from .device import resolve_device
-
-
-def nmse(x: torch.Tensor, x_recon: torch.Tensor, data_variance: float) -> float:
-    """Mean squared error divided by the data variance (Sonnet's reported reconstruction error)."""
-    return float(((x_recon.float() - x.float()) ** 2).mean() / data_variance)
+from .quantize import perplexity_from_counts
 
 
 def perplexity(indices_or_counts: torch.Tensor, num_codes: int | None = None) -> float:
@@ -22,11 +15,6 @@ def perplexity(indices_or_counts: torch.Tensor, num_codes: int | None = None) ->
     else:
         counts = indices_or_counts
     return float(perplexity_from_counts(counts))
-
-
-def bits_per_dim(nll_nats: float, num_dims: int = 1) -> float:
-    """Convert a total negative log-likelihood in nats over num_dims dimensions to bits per dimension."""
-    return nll_nats / (num_dims * math.log(2))
 
 
 @torch.no_grad()

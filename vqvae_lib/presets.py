@@ -11,12 +11,17 @@ import os
 
 import torch
 
+# The ci and cpu presets share one VQ-VAE (cpu trains it twice as long: wider networks at this step
+# budget trained worse). A checkpoint every CHECKPOINT_EVERY steps lets a long run resume.
+SMALL_VQVAE = dict(num_codes=64, code_dim=16, hidden_channels=32, res_channels=16, num_res_layers=1,
+                   quantizer=dict(kmeans_init=True, restart_after=20))
+CHECKPOINT_EVERY = 500
+
 PRESETS = {
     "ci": {
         "data": "mnist-5k",
-        "vqvae": {"model": dict(num_codes=64, code_dim=16, hidden_channels=32, res_channels=16, num_res_layers=1,
-                                quantizer=dict(kmeans_init=True, restart_after=20)),
-                  "train": dict(steps=1500, batch_size=64, lr=2e-3, checkpoint_every=500)},
+        "vqvae": {"model": SMALL_VQVAE,
+                  "train": dict(steps=1500, batch_size=64, lr=2e-3, checkpoint_every=CHECKPOINT_EVERY)},
         "prior": {"model": dict(hidden_channels=32, num_layers=6),
                   "train": dict(steps=300, batch_size=64, lr=3e-3)},
         "vae": {"model": dict(latent_dim=16, hidden_channels=16), "train": dict(steps=300, batch_size=64, lr=2e-3)},
@@ -25,12 +30,10 @@ PRESETS = {
     },
     "cpu": {
         "data": "mnist-5k",
-        # the ci network trained twice as long: wider networks at this step budget trained worse
-        "vqvae": {"model": dict(num_codes=64, code_dim=16, hidden_channels=32, res_channels=16, num_res_layers=1,
-                                quantizer=dict(kmeans_init=True, restart_after=20)),
-                  "train": dict(steps=3000, batch_size=64, lr=2e-3, checkpoint_every=500)},
+        "vqvae": {"model": SMALL_VQVAE,
+                  "train": dict(steps=3000, batch_size=64, lr=2e-3, checkpoint_every=CHECKPOINT_EVERY)},
         "prior": {"model": dict(hidden_channels=64, num_layers=8),
-                  "train": dict(steps=1500, batch_size=64, lr=2e-3, checkpoint_every=500)},
+                  "train": dict(steps=1500, batch_size=64, lr=2e-3)},
         "vae": {"model": dict(latent_dim=16, hidden_channels=32), "train": dict(steps=1500, batch_size=64, lr=2e-3)},
         "experiments": dict(remedy_steps=1500, comparison_steps=1500),
     },
@@ -38,7 +41,7 @@ PRESETS = {
         "data": "mnist-5k",
         "vqvae": {"model": dict(num_codes=512, code_dim=64, hidden_channels=128, res_channels=32, num_res_layers=2,
                                 quantizer=dict(ema=True, kmeans_init=True, restart_after=100)),
-                  "train": dict(steps=10000, batch_size=128, lr=3e-4, checkpoint_every=500)},
+                  "train": dict(steps=10000, batch_size=128, lr=3e-4, checkpoint_every=CHECKPOINT_EVERY)},
         "prior": {"model": dict(hidden_channels=128, num_layers=12),
                   "train": dict(steps=10000, batch_size=128, lr=1e-3)},
         "vae": {"model": dict(latent_dim=32, hidden_channels=64), "train": dict(steps=5000, batch_size=128, lr=1e-3)},

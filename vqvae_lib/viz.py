@@ -56,8 +56,8 @@ def plot_codebook_usage(counts: torch.Tensor, title: str = "codebook usage", ax=
 HISTORY_AXES = {
     "loss": ("training loss", True),
     "recon_loss": ("reconstruction (NMSE)", True),
-    "commitment_loss": ("commitment: mean ‖z_e − e‖² per element", True),
-    "codebook_loss": ("codebook: mean ‖sg[z_e] − e‖² per element", True),
+    "commitment_loss": ("mean (z_e − e)² per element", True),
+    "codebook_loss": ("mean (z_e − e)² per element", True),
     "perplexity": ("perplexity (codes)", False),
     "kl": ("KL (nats per image)", True),
     "bits_per_code": ("bits per code", False),

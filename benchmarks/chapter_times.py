@@ -1,0 +1,84 @@
+"""Time every chapter under one preset, in book order, each in a fresh kernel from an empty runs/ cache,
+and collect the key figures each chapter glues. Writes a Markdown table (book/_chapter_times_<preset>.md).
+
+    python benchmarks/chapter_times.py --preset ci
+
+The figures come from the executed notebooks' own glue outputs, so the table can only show what the
+chapters computed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The figure shown per chapter: (glue key, how to print it, what it is). A missing key prints "-".
+KEY_FIGURES = {
+    "01": ("ch1_test_bpd", "{:.3f}", "VAE bound, bits per dimension"),
+    "02": ("ch2_all_remedies_nmse", "{:.3f}", "all remedies' test NMSE"),
+    "03": ("ch3_correct_nmse", "{:.3f}", "correct model's test NMSE"),
+    "04": ("ch4_default_beta_nmse", "{:.3f}", "test NMSE at beta = 0.25"),
+    "05": ("ch5_test_nmse", "{:.4f}", "test NMSE"),
+    "06": ("ch6_prior_bits", "{:.2f}", "prior's test bits per code"),
+    "07": ("ch7_atlas_ms", "{:.0f} ms", "atlas update"),
+}
+
+
+def glued(notebook: Path) -> dict:
+    """{key: text/plain} of the glue outputs stored in an executed notebook."""
+    out = {}
+    for cell in json.loads(notebook.read_text())["cells"]:
+        for o in cell.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name and "text/plain" in o.get("data", {}):
+                out[name] = o["data"]["text/plain"]
+    return out
+
+
+def run(preset: str) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "notebooks"
+        shutil.copytree(ROOT / "notebooks", work, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
+        env = {**os.environ, "VQVAE_PRESET": preset, "MPLBACKEND": "Agg"}
+        for nb in sorted(work.glob("0*.ipynb")):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                            "--inplace", "--ExecutePreprocessor.timeout=3600", str(nb)],
+                           cwd=work, env=env, check=True, capture_output=True)
+            seconds = time.perf_counter() - start
+            key, fmt, what = KEY_FIGURES.get(nb.name[:2], (None, "", ""))
+            values = glued(nb)
+            figure = fmt.format(float(values[key])) if key in values else "-"
+            rows.append({"chapter": nb.stem, "seconds": round(seconds, 1), "figure": figure, "what": what})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="ci", choices=["ci", "cpu", "gpu"])
+    args = parser.parse_args()
+    rows = run(args.preset)
+    total = sum(r["seconds"] for r in rows)
+    lines = [f"Each chapter under `{args.preset}`, executed top to bottom in a fresh kernel in book order from an "
+             f"empty `runs/` cache (`python benchmarks/chapter_times.py --preset {args.preset}`, "
+             f"{os.cpu_count()} CPU cores, {datetime.date.today().isoformat()}):", "",
+             "| chapter | seconds | key figure | |", "| :-- | --: | --: | :-- |"]
+    lines += [f"| {r['chapter']} | {r['seconds']:.0f} | {r['figure']} | {r['what']} |" for r in rows]
+    lines += [f"| all | {total:.0f} | | |", ""]
+    out = ROOT / "book" / f"_chapter_times_{args.preset}.md"
+    out.write_text("\n".join(lines))
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
