@@ -3,37 +3,48 @@ import math
 
 import pytest
 import torch
-
 from conftest import SMALL_VQVAE_CODES
+
 from vqvae_lib import VQVAE, GatedPixelCNN
-from vqvae_lib.widgets import (CodebookAtlasState, LatentEditorState, PlaygroundState, codebook_atlas,
-                               commitment_kl_explorer, decoder_reach, kl_quadrature, kl_readout, latent_editor,
-                               prior_sampler, quantisation_playground)
-from vqvae_lib.widgets.sampler import PriorSamplerState
+from vqvae_lib.seeding import seeded
+from vqvae_lib.widgets import (
+    REMEDIES,
+    RESTART_AFTER,
+    CodebookAtlasState,
+    LatentEditorState,
+    PlaygroundState,
+    PriorSamplerState,
+    codebook_atlas,
+    commitment_kl_explorer,
+    decoder_reach,
+    kl_quadrature,
+    kl_readout,
+    latent_editor,
+    measured_reach,
+    prior_sampler,
+    quantization_playground,
+)
+from vqvae_lib.widgets.render import code_colors
 
 K = SMALL_VQVAE_CODES
 
 
 @pytest.fixture(scope="module")
 def images():
-    torch.manual_seed(1)
     x = torch.zeros(24, 1, 28, 28)
-    x[:, :, 6:22, 10:18] = torch.rand(24, 1, 16, 8)  # some structure, so that several codes occur
+    # some structure, so that several codes occur
+    x[:, :, 6:22, 10:18] = torch.rand(24, 1, 16, 8, generator=torch.Generator().manual_seed(1))
     return x
 
 
 @pytest.fixture(scope="module")
 def prior():
-    torch.manual_seed(2)
-    return GatedPixelCNN(K, hidden_channels=8, num_layers=2, num_classes=10).eval()
+    with seeded(2):
+        return GatedPixelCNN(K, hidden_channels=8, num_layers=2, num_classes=10).eval()
 
 
 def is_png(data: bytes) -> bool:
     return data[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def error_shown(view) -> bool:
-    return "#b00020" in view.message.value
 
 
 # ---------------------------------------------------------------- codebook atlas
@@ -62,7 +73,7 @@ def test_atlas_selection_updates_views(vqvae, images):
     view.controls["code"].value = code  # typing a code moves the rank slider
     assert view.controls["rank"].value == 2
     view.controls["mode"].value = "mean"
-    assert view.images["atlas"].value != before["atlas"] and not error_shown(view)
+    assert view.images["atlas"].value != before["atlas"] and not view.has_error
 
 
 @pytest.mark.parametrize("bad", [K, 99, -1])
@@ -70,18 +81,33 @@ def test_atlas_refuses_out_of_range_code(vqvae, images, bad):
     view = codebook_atlas(vqvae, images)
     where = view.images["where"].value
     view.controls["code"].value = bad  # must not raise
-    assert error_shown(view) and "out of range" in view.message.value
+    assert view.has_error and "out of range" in view.message.value
     assert view.images["where"].value == where
     with pytest.raises(ValueError):
         view.state.summary(bad)
 
 
 # ---------------------------------------------------------------- latent editor
-def test_decoder_reach_from_architecture():
-    # 3x3 conv + L residual 3x3 convs widen by 1 + L cells; two 4x4 stride-2 transposed convs: 4 (1 + L) + 3 pixels
-    for layers in (1, 2):
-        model = VQVAE(num_codes=4, code_dim=2, hidden_channels=8, res_channels=4, num_res_layers=layers)
-        assert decoder_reach(model) == 4 * (1 + layers) + 3
+@pytest.mark.parametrize("layers", [0, 1, 2, 3])
+@pytest.mark.parametrize("downsample", [2, 4, 8])
+def test_decoder_reach_equals_the_measured_reach(layers, downsample):
+    # derived from the layers' kernels, strides and paddings, measured by changing a latent cell: they agree
+    with seeded(layers):
+        model = VQVAE(num_codes=4, code_dim=2, hidden_channels=8, res_channels=4, num_res_layers=layers,
+                      downsample=downsample)
+    assert decoder_reach(model) == measured_reach(model)
+    if downsample == 4:  # 3x3 conv + L residual 3x3 convs widen by 1 + L cells; two 4x4 stride-2 transposed
+        assert decoder_reach(model) == 4 * (1 + layers) + 3  # convs make that 4 (1 + L) + 3 pixels
+
+
+def test_measured_reach_follows_a_changed_layer():
+    """The measurement is independent of the derivation: a decoder with a wider kernel (which
+    decoder_reach handles, and a formula counting 3x3 kernels would not) is measured wider."""
+    with seeded(0):
+        model = VQVAE(num_codes=4, code_dim=2, hidden_channels=8, res_channels=4, num_res_layers=1)
+        model.decoder[0] = torch.nn.Conv2d(2, 8, 5, padding=2)  # a 5x5 in place of the 3x3: one cell more per side
+    r = 1 + 1 + 1  # cells: the 5x5 convolution's two, the residual layer's one
+    assert measured_reach(model) == decoder_reach(model) == 4 * r + 3
 
 
 def test_edit_changes_decoded_image_only_near_the_cell(vqvae, images):
@@ -123,16 +149,26 @@ def test_editor_widget(vqvae, images):
     assert view.state.edited_cells == [(1, 2)] and view.images["editor"].value != first
     edited = view.images["editor"].value
     c["code"].value = K + 3  # out of range: a message, the grid unchanged
-    assert error_shown(view) and "out of range" in view.message.value
+    assert view.has_error and "out of range" in view.message.value
     assert int(view.state.indices[1, 2]) == (old + 5) % K and view.images["editor"].value == edited
     c["undo"].click()
-    assert view.state.edited_cells == [] and c["code"].value == old and not error_shown(view)
+    assert view.state.edited_cells == [] and c["code"].value == old and not view.has_error
     c["undo"].click()
     assert "Nothing to undo" in view.message.value
-    c["random"].click()
+    before = view.images["editor"].value
+    c["random"].click()  # another code into the selected cell: an edit, shown in the picture and the code box
+    assert view.state.edited_cells == [(1, 2)] and c["code"].value != old
+    assert int(view.state.indices[1, 2]) == c["code"].value and view.images["editor"].value != before
     c["reset"].click()
-    assert view.state.edited_cells == []
+    assert view.state.edited_cells == [] and c["code"].value == old and view.images["editor"].value == before
     assert view.last_update_ms > 0
+
+
+def test_editor_code_labels_use_a_categorical_palette():
+    colors = code_colors(K)
+    assert colors.shape == (K, 3)
+    # neighbouring codes differ clearly (a sequential map such as viridis would give near-equal colors)
+    assert min(float(abs(colors[k] - colors[k + 1]).sum()) for k in range(K - 1)) > 0.1
 
 
 # ---------------------------------------------------------------- 2-D playground
@@ -146,8 +182,8 @@ def test_bad_init_collapses_and_each_remedy_fixes_it():
     assert PlaygroundState(num_points=400, num_codes=16).codes_used == 1  # the clump: one code is nearest to all
     assert codes_used_after() <= 2  # plain training: the rest never win a point, so never move
     assert codes_used_after(kmeans_init=True) >= 14
-    assert codes_used_after(restart=True) >= 14
-    assert codes_used_after(ema=True, restart=True) >= 14
+    assert codes_used_after(restart_after=RESTART_AFTER) >= 14
+    assert codes_used_after(ema=True, restart_after=RESTART_AFTER) >= 14
     # EMA alone: nothing moves a dead code until Laplace smoothing pulls it towards the origin, after
     # about ln(eps) / ln(decay) = 1,146 steps; plain training never revives it
     assert codes_used_after(ema=True) <= 2
@@ -157,8 +193,8 @@ def test_bad_init_collapses_and_each_remedy_fixes_it():
 
 
 def test_killing_codes_shows_collapse_and_restart_revives_them():
-    for restart, expect_dead in ((False, 8), (True, 0)):
-        state = PlaygroundState(num_points=400, num_codes=16, init="data", restart=restart)
+    for restart_after, expect_dead in ((0, 8), (RESTART_AFTER, 0)):
+        state = PlaygroundState(num_points=400, num_codes=16, init="data", restart_after=restart_after)
         state.step(60)
         assert state.codes_used == 16
         with torch.no_grad():  # kill half of the codes: move them far from every point
@@ -172,14 +208,16 @@ def test_playground_is_seeded_and_validates():
     a, b = PlaygroundState(num_points=200, kmeans_init=True), PlaygroundState(num_points=200, kmeans_init=True)
     a.step(20), b.step(20)
     assert a.history == b.history and torch.equal(a.quantizer.codebook, b.quantizer.codebook)
-    for bad in [dict(num_codes=300, num_points=200), dict(num_codes=0), dict(init="nowhere"), dict(lr=0.0)]:
+    for bad in [dict(num_codes=300, num_points=200), dict(num_codes=0), dict(init="nowhere"), dict(lr=0.0),
+                dict(restart_after=-1)]:
         with pytest.raises(ValueError):
             PlaygroundState(**bad)
 
 
 def test_playground_widget():
-    view = quantisation_playground(num_points=300)
+    view = quantization_playground(num_points=300)
     c = view.controls
+    assert set(REMEDIES) <= set(c)  # one toggle per remedy, named as the quantizer's option
     first = view.images["plane"].value
     c["beta"].value, c["lr"].value = 1.0, 0.01
     assert view.state.beta == 1.0 and math.isclose(view.state.lr, 0.01, rel_tol=1e-6)
@@ -190,12 +228,25 @@ def test_playground_widget():
     assert view.state.steps == 31 and "codes used" in view.message.value
     old = view.state
     c["points"].value = 10  # K = 16 > 10 points: refused, the old run stays
-    assert error_shown(view) and "K = 16" in view.message.value and view.state is old
+    assert view.has_error and "K = 16" in view.message.value and view.state is old
     c["K"].value = 8  # now valid: a new run from step 0
     assert view.state is not old and view.state.num_codes == 8 and view.state.steps == 0
     c["kmeans_init"].value = True
     c["run"].click()
-    assert view.state.codes_used == 8 and not error_shown(view)
+    assert view.state.codes_used == 8 and not view.has_error
+    c["restart_after"].value = True  # the toggle sets the quantizer's restart_after, as the remedy table does
+    assert view.state.quantizer.restart_after == RESTART_AFTER and view.state.settings["restart_after"] == RESTART_AFTER
+    c["restart_after"].value = False
+    assert view.state.quantizer.restart_after == 0
+
+
+def test_has_error_follows_the_message():
+    view = commitment_kl_explorer()
+    assert not view.has_error and "vq-error" not in view.message._dom_classes
+    view.say("refused", error=True)
+    assert view.has_error and "vq-error" in view.message._dom_classes
+    view.say("fine")
+    assert not view.has_error and "vq-error" not in view.message._dom_classes
 
 
 # ---------------------------------------------------------------- commitment as KL

@@ -32,7 +32,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "07_exploring_the_codebook.ipynb"
-RUNS_CACHE = REPO / "notebooks" / "runs" / "ci-mnist-5k"
+
+def ci_runs_cache() -> Path:
+    """Where the chapters keep the ``ci`` models (the recipes' own folder name: preset, data, seed)."""
+    from vqvae_lib.presets import get_preset
+    from vqvae_lib.recipes import DEFAULT_SEED, run_dir
+
+    preset = get_preset("ci")
+    return run_dir(preset, preset["data"], DEFAULT_SEED, REPO / "notebooks" / "runs")
+
+
+RUNS_CACHE = ci_runs_cache()
 SCREENSHOTS = Path(os.environ.get("JUPYTER_SCREENSHOT_DIR", REPO / "_build" / "screenshots"))
 # front end -> (URL of a notebook, the notebook's copy, screenshot folder)
 FRONTENDS = {"jupyterlab": ("lab/tree", NOTEBOOK.name, "jupyterlab"),
@@ -139,7 +149,7 @@ def lab(tmp_path_factory):
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter lab did not answer:\n{log_path.read_text()[-3000:]}")
+                    raise RuntimeError(f"jupyter lab did not answer:\n{log_path.read_text()[-3000:]}") from None
                 time.sleep(0.5)
         yield SimpleNamespace(base=base, token=token, root=root, log=log_path)
     finally:
@@ -224,7 +234,8 @@ def wait_text(page, css: str, text: str) -> str:
         page.wait_for_function("([css, text]) => (document.querySelector(css)?.textContent || '').includes(text)",
                                arg=[css, text], timeout=WAIT_MS)
     except sync_api.TimeoutError:
-        raise AssertionError(f"{css} never showed {text!r}; it shows {page.locator(css).first.text_content()!r}")
+        shown = page.locator(css).first.text_content()
+        raise AssertionError(f"{css} never showed {text!r}; it shows {shown!r}") from None
     return page.locator(css).first.text_content()
 
 
@@ -355,6 +366,8 @@ def drive_chapter7(lab, page, url: str, shots: Path) -> None:
     wait_changed(page, "img.vq-atlas-where", src)
     wait_text(page, ".vq-atlas-info", "usage rank 3 of")
     shot(page, ".vq-atlas", shots / "codebook-atlas.png")
+    # every action above was a valid one: no visualizer shows a refused choice (Visualizer.has_error)
+    assert page.locator(".vq-message.vq-error").count() == 0, page.locator(".vq-error").first.text_content()
 
     # Notebook 7.6 itself raises a TypeError ("reading 'schema'") while it loads its settings, with or
     # without this test's settings: reported, not failed. Errors once the chapter runs are ours.

@@ -14,7 +14,7 @@ import torch
 def one_thread():
     """Run torch on one CPU thread inside the block, then restore the setting.
 
-    A widget's work is many tiny tensor operations: extra threads only add synchronisation, and
+    A widget's work is many tiny tensor operations: extra threads only add synchronization, and
     on a busy shared machine (a class on one server, CI) they can slow a redraw down a hundredfold.
     """
     old = torch.get_num_threads()
@@ -34,12 +34,18 @@ def single_threaded(fn):
     return run
 
 
+ERROR_CLASS = "vq-error"  # on the message line while it shows a refused choice
+ERROR_COLOR, TEXT_COLOR = "#b00020", "#333"
+
+
 class Visualizer(widgets.VBox):
     """A visualizer widget.
 
     ``state``: the front-end-free logic object (tests drive it directly).
     ``controls``: name -> control widget (sliders, buttons, ...), for tests and for the reader.
     ``message``: an HTML line where refused choices are explained instead of raising.
+    ``has_error``: whether ``message`` shows a refused choice now (the front end sees the CSS class
+    ``vq-error`` on the message); the next accepted action clears it.
     ``last_update_ms``: how long the last handler took, from the event to new image bytes.
     """
 
@@ -49,13 +55,25 @@ class Visualizer(widgets.VBox):
         self.message = widgets.HTML(value="")
         self.message.add_class("vq-message")
         self.last_update_ms = 0.0
+        self._has_error = False
         super().__init__(children=[*body, self.message], **kwargs)
         self.add_class("vq-visualizer")
         self.add_class(css_class)
 
+    @property
+    def has_error(self) -> bool:
+        """True while the message explains a refused choice (set by ``say(..., error=True)``)."""
+        return self._has_error
+
     def say(self, text: str, error: bool = False) -> None:
-        colour = "#b00020" if error else "#333"
-        self.message.value = f'<span style="color:{colour}">{html.escape(text)}</span>' if text else ""
+        """Show ``text`` on the message line; ``error`` marks it as a refused choice (see ``has_error``)."""
+        self._has_error = bool(error and text)
+        if self._has_error:
+            self.message.add_class(ERROR_CLASS)
+        else:
+            self.message.remove_class(ERROR_CLASS)
+        color = ERROR_COLOR if self._has_error else TEXT_COLOR
+        self.message.value = f'<span style="color:{color}">{html.escape(text)}</span>' if text else ""
 
     def guarded(self, handler):
         """Wrap an event handler: a ValueError becomes a message in the widget, and the time is recorded."""

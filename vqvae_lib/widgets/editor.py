@@ -8,7 +8,7 @@ from torch import nn
 
 from .atlas import check_code
 from .base import Visualizer, hbox, image_widget, labelled, one_thread, single_threaded
-from .render import BLUE, ORANGE, RED, dashed_rectangle, draw, font, png, tile, to_rgb, upscale
+from .render import BLUE, ORANGE, RED, code_colors, dashed_rectangle, draw, font, png, tile, to_rgb, upscale
 
 
 def decoder_reach(vqvae) -> int:
@@ -26,6 +26,47 @@ def decoder_reach(vqvae) -> int:
             lo, hi = -((-(lo + p - k + 1)) // s), (hi + p) // s
     block = vqvae.downsample  # the cell's own pixels are [0, block - 1]
     return max(-lo, hi - (block - 1))
+
+
+@single_threaded  # small convolutions: one thread is fastest
+@torch.no_grad()
+def measured_reach(vqvae, trials: int = 4, seed: int = 0) -> int:
+    """The reach of :func:`decoder_reach` measured instead of derived: change the middle cell of a
+    latent grid and see which output pixels move.
+
+    The decoder runs on a float64 copy, so that "moved" is far above rounding, on grids large enough
+    that the change never touches the border (the grid grows until it does not). The latent vectors
+    are standard normal rather than codes, so that the decoder's ReLUs are active in many patterns
+    (a small or untrained codebook can leave whole paths dark); the changed region is the union over
+    ``trials`` random grids and changes.
+    """
+    import copy
+
+    decoder = copy.deepcopy(vqvae.decoder).double().cpu().eval()
+    D, block = vqvae.quantizer.code_dim, vqvae.downsample
+    g = torch.Generator().manual_seed(seed)
+    n = 3
+    while True:
+        c = n // 2  # the changed cell; its own pixels are [c * block, (c + 1) * block - 1]
+        moved = torch.zeros(n * block, n * block, dtype=torch.bool)
+        for _ in range(trials):
+            grid = torch.randn(1, D, n, n, generator=g, dtype=torch.float64)
+            changed = grid.clone()
+            changed[0, :, c, c] = torch.randn(D, generator=g, dtype=torch.float64)
+            diff = (decoder(grid) - decoder(changed))[0].abs().amax(0)  # (H, W): largest change over channels
+            moved |= diff > diff.max() * RELATIVE_CHANGE
+        if not moved.any():
+            raise ValueError("no output pixel depends on the latent cell: the decoder's output is constant")
+        rows, cols = torch.nonzero(moved.any(1)).flatten(), torch.nonzero(moved.any(0)).flatten()
+        lo, hi = int(min(rows.min(), cols.min())), int(max(rows.max(), cols.max()))
+        # A change that reaches the grid's edge is cut off there, and the outermost pixels can stay still
+        # for lack of neighbours: trust the extent only when a whole cell of still pixels surrounds it.
+        if lo >= block and hi < (n - 1) * block:
+            return max(c * block - lo, hi - ((c + 1) * block - 1))
+        n = 2 * n + 1
+
+
+RELATIVE_CHANGE = 1e-9  # "moved" in float64: far above rounding (~1e-16), far below any real effect
 
 
 class LatentEditorState:
@@ -108,24 +149,29 @@ class LatentEditorState:
 
     def render_png(self, row: int | None = None, col: int | None = None, scale: int = 8) -> bytes:
         """Three panels: input with its codes, decoded current codes, and where the pixels changed.
-        The selected cell is framed blue, edited cells orange, the decoder's reach from the selected
-        cell dashed red on the change panel."""
+        Each code number sits on its code's categorical color (equal codes, equal colors). The
+        selected cell is framed blue, edited cells orange, the decoder's reach from the selected cell
+        dashed red on the change panel; a scale under that panel gives the change in pixel values."""
         h, w = self.grid_shape
         C, H, W = self.image.shape
         cell = H // h * scale
         change = self.change().numpy()
-        heat = np.clip(change / max(float(change.max()), 1e-6), 0, 1)
-        heat_rgb = (255 - np.stack([0 * heat, heat, heat], -1) * 255).astype(np.uint8)  # white -> red
-        panels = [to_rgb(self.image), to_rgb(self.decoded().clamp(0, 1)), heat_rgb]
+        peak = float(change.max())
+        heat = np.clip(change / max(peak, MIN_PEAK), 0, 1)
+        panels = [to_rgb(self.image), to_rgb(self.decoded().clamp(0, 1)), white_to_red(heat)]
         panels = np.stack([upscale(p, scale) for p in panels])
-        top, pad = 18, 6
+        top, bottom, pad = 18, 30, 6
         mosaic = tile(panels, ncol=3, pad=pad)
-        canvas = np.full((mosaic.shape[0] + top, mosaic.shape[1], 3), 255, np.uint8)
-        canvas[top:] = mosaic  # a white strip on top for the panel titles
+        canvas = np.full((mosaic.shape[0] + top + bottom, mosaic.shape[1], 3), 255, np.uint8)
+        canvas[top:top + mosaic.shape[0]] = mosaic  # white strips: titles on top, the change scale below
+        # the change scale under the third panel: white = unchanged, red = the largest change
+        bar_x, bar_y, bar_len = pad + 2 * (W * scale + pad), top + mosaic.shape[0] + 2, W * scale // 2
+        canvas[bar_y:bar_y + 8, bar_x:bar_x + bar_len] = white_to_red(np.linspace(0, 1, bar_len))
         im, pen = draw(canvas)
         f_small, f_title = font(max(9, cell // 3)), font(12)
         titles = ["input and its codes", "decoded from the codes", "pixels changed by the edits"]
         edited = set(self.edited_cells)
+        label_colors = (code_colors(self.num_codes) * 255).round().astype(np.uint8)
         for k, title in enumerate(titles):
             x0, y0 = pad + k * (W * scale + pad), top + pad
             pen.text((x0, 2), title, fill=(0, 0, 0), font=f_title)
@@ -137,8 +183,10 @@ class LatentEditorState:
                     elif k < 2:
                         pen.rectangle(box, outline=(90, 90, 90), width=1)
                     if k == 0:
-                        pen.text((box[0] + 2, box[1] + 1), str(int(self.indices[r, c])), fill=(255, 230, 0),
-                                 font=f_small, stroke_width=1, stroke_fill=(0, 0, 0))
+                        code = int(self.indices[r, c])
+                        x, y, text = box[0] + 2, box[1] + 1, str(code)
+                        pen.rectangle(pen.textbbox((x, y), text, font=f_small), fill=tuple(label_colors[code]))
+                        pen.text((x, y), text, fill=(0, 0, 0), font=f_small)
             if row is not None and col is not None:
                 pen.rectangle([x0 + col * cell, y0 + row * cell, x0 + (col + 1) * cell - 1,
                                y0 + (row + 1) * cell - 1], outline=BLUE, width=3)
@@ -147,7 +195,19 @@ class LatentEditorState:
                     ya, yb = max(0, row * b - self.reach), min(H, (row + 1) * b + self.reach)
                     xa, xb = max(0, col * b - self.reach), min(W, (col + 1) * b + self.reach)
                     dashed_rectangle(pen, [x0 + xa * s, y0 + ya * s, x0 + xb * s - 1, y0 + yb * s - 1], RED)
+        pen.rectangle([bar_x, bar_y, bar_x + bar_len - 1, bar_y + 7], outline=(90, 90, 90), width=1)
+        unit = "|change| of a pixel" + (", summed over channels" if C > 1 else "")
+        pen.text((bar_x + bar_len + 4, bar_y - 2), f"0 to {peak:.2f}", fill=(0, 0, 0), font=font(10))
+        pen.text((bar_x, bar_y + 10), f"{unit} (pixel values 0 to 1)", fill=(0, 0, 0), font=font(10))
         return png(im)
+
+
+MIN_PEAK = 1e-6  # below this nothing changed: the change panel stays white instead of amplifying rounding
+
+
+def white_to_red(heat: np.ndarray) -> np.ndarray:
+    """heat in [0, 1], any shape -> uint8 RGB of the same shape + (3,): 0 white, 1 red (a magnitude)."""
+    return (255 - np.stack([0 * heat, heat, heat], -1) * 255).astype(np.uint8)
 
 
 @single_threaded

@@ -69,10 +69,12 @@ class KLPlot:
         (self.f,) = self.ax_f.plot([], [], color="k", lw=1.2)
         self.fill = None
         self.ax_f.axhline(0, color="0.6", lw=0.8)
-        self.ax.set(ylabel="density")
+        self.ax.set(ylabel="density (1 / latent unit)")
         self.ax.legend(loc="upper right", fontsize=7)
-        self.ax_f.set(xlabel="position along the line from $e$ (at 0) to $z_e$", ylabel=r"$q \log(q/p)$")
-        self.ax_f.set_title("the shaded area (above minus below 0) is the KL", fontsize=8)
+        # the x axis is in the latent space's own units (those of z_e and e); the integrand's area is in nats
+        self.ax_f.set(xlabel="position along the line from $e$ (at 0) to $z_e$ (latent units)",
+                      ylabel=r"$q \log(q/p)$ (nats / unit)")
+        self.ax_f.set_title("the shaded area (above minus below 0) is the KL, in nats", fontsize=8)
         self.fig.subplots_adjust(left=0.12, right=0.97, top=0.92, bottom=0.12, hspace=0.35)
 
     def png(self, distance: float, s: float, dpi: int = 72) -> bytes:

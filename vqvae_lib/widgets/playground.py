@@ -1,8 +1,8 @@
-"""2-D quantisation playground: points in the plane, a small codebook, and codebook collapse.
+"""2-D quantization playground: points in the plane, a small codebook, and codebook collapse.
 
-The model is a VQ-VAE shrunk to its quantiser: each point's encoder output ``z_e`` is a free 2-D
+The model is a VQ-VAE shrunk to its quantizer: each point's encoder output ``z_e`` is a free 2-D
 vector tied to its data point by a spring (``||z_e - x||^2`` stands in for the reconstruction
-term), quantised by :class:`vqvae_lib.quantize.VectorQuantizer`, so the loss is
+term), quantized by :class:`vqvae_lib.quantize.VectorQuantizer`, so the loss is
 ``||z_e - x||^2 + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2`` (or EMA codebook updates).
 From a bad initial codebook (a clump far from the data) plain training uses one code; k-means
 init and dead-code restarts each bring the whole codebook into use within a few dozen steps. EMA
@@ -21,12 +21,17 @@ from torch import nn
 
 from ..quantize import VectorQuantizer, nearest_code, perplexity_from_counts
 from .base import WIDE, Visualizer, hbox, image_widget, labelled, one_thread, single_threaded
-from .render import new_figure, png
+from .render import code_colors, new_figure, png
 
 INITS = {"far": "a clump far from the data (bad init)",
          "small": "small random values near 0 (the library's default)",
          "data": "randomly chosen data points"}
 VIEW = (-3.5, 4.5)  # the plotted square (both axes): the data ring and the bad clump fit in it
+RESTART_AFTER = 20  # the playground's dead-code restart: a code unused for this many steps is moved
+# The remedies against collapse, by the name of the VectorQuantizer option each one sets, and the
+# settings that turn it on: the playground's toggles and chapter 7's exercise use these names.
+REMEDIES = {"ema": {"ema": True}, "kmeans_init": {"kmeans_init": True},
+            "restart_after": {"restart_after": RESTART_AFTER}}
 
 
 def gaussian_mixture(n: int = 600, clusters: int = 8, radius: float = 2.0, std: float = 0.25,
@@ -42,11 +47,13 @@ class PlaygroundState:
     """The playground's model and its training. ``x``: (N, 2) data; ``z``: (N, 2) encoder outputs;
     ``quantizer.codebook``: (K, 2). ``step(n)`` trains n full-batch steps (Adam, seeded).
 
+    ``ema``, ``kmeans_init`` and ``restart_after`` (steps unused before a code is restarted; 0 = never)
+    are the :class:`~vqvae_lib.quantize.VectorQuantizer` options of the same names.
     Changing ``beta`` or ``lr`` takes effect at the next step; other settings need a new state.
     """
 
     def __init__(self, num_points: int = 600, num_codes: int = 16, beta: float = 0.25, lr: float = 0.05,
-                 ema: bool = False, kmeans_init: bool = False, restart: bool = False, restart_after: int = 20,
+                 ema: bool = False, kmeans_init: bool = False, restart_after: int = 0,
                  init: str = "far", seed: int = 0):
         if num_points < 1:
             raise ValueError(f"need at least one point, got {num_points}")
@@ -57,13 +64,15 @@ class PlaygroundState:
             raise ValueError(f"init must be one of {sorted(INITS)}, got {init!r}")
         if beta < 0 or lr <= 0:
             raise ValueError(f"beta must be >= 0 and the learning rate > 0, got beta={beta}, lr={lr}")
+        if restart_after < 0:
+            raise ValueError(f"restart_after counts steps (0 = no restarts), got {restart_after}")
         self.settings = dict(num_points=num_points, num_codes=num_codes, ema=ema, kmeans_init=kmeans_init,
-                             restart=restart, restart_after=restart_after, init=init, seed=seed)
+                             restart_after=restart_after, init=init, seed=seed)
         self.seed, self.num_codes = seed, num_codes
         self.x = gaussian_mixture(num_points, seed=seed)
         self.z = nn.Parameter(self.x.clone())
         self.quantizer = VectorQuantizer(num_codes, 2, beta=beta, ema=ema, kmeans_init=kmeans_init,
-                                         restart_after=restart_after if restart else 0, seed=seed)
+                                         restart_after=restart_after, seed=seed)
         g = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
             if init == "far":
@@ -160,27 +169,25 @@ class PlaygroundPlot:
     XLIMS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000)
 
     def __init__(self, resolution: int = 160, dpi: int = 72):
-        import matplotlib.colors as mcolors
-        from matplotlib import colormaps
-
         self.fig = new_figure(8.4, 4.0, dpi=dpi)
         self.ax, self.ax_hist = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1]})
         lo, hi = VIEW
         u = torch.linspace(lo, hi, resolution)
         self.grid = torch.stack(torch.meshgrid(u, u, indexing="xy"), -1).reshape(-1, 2)  # (R*R, 2)
         self.resolution = resolution
-        self.palette = np.array([mcolors.to_rgb(c) for c in colormaps["tab20"].colors])
         self.cells = self.ax.imshow(np.ones((resolution, resolution, 3)), extent=(lo, hi, lo, hi), origin="lower",
                                     interpolation="nearest")
         self.data = self.ax.scatter([], [], s=4, c="0.55", label="data $x$")
         self.points = self.ax.scatter([], [], s=5, c="k", label="encoder outputs $z_e$")
         self.live = self.ax.scatter([], [], s=110, edgecolors="k", linewidths=2, label="code (used)", zorder=3)
         (self.dead,) = self.ax.plot([], [], "x", color="red", ms=9, mew=2.5, label="dead code", zorder=4)
-        self.ax.set(xlim=VIEW, ylim=VIEW, xlabel="$z_1$", ylabel="$z_2$", aspect="equal")
+        # the plane's units are the data's own: the points x, the encoder outputs z_e and the codes share them
+        self.ax.set(xlim=VIEW, ylim=VIEW, xlabel="$z_1$ (data units)", ylabel="$z_2$ (data units)", aspect="equal")
         self.legend = self.ax.legend(loc="lower left", fontsize=7, framealpha=0.85)
         self.title = self.ax.set_title(" ", fontsize=10)
         (self.curve,) = self.ax_hist.plot([], [], "-", color="C0")
-        self.ax_hist.set(xlabel="training step", ylabel="codes used", title="codes in use")
+        self.ax_hist.set(xlabel="training step (full-batch updates)", ylabel="codes used (count)",
+                         title="codes in use")
         self.ax_hist.grid(alpha=0.3)
         self.fig.tight_layout()
         # drawn on every update, in this order, over the kept background
@@ -200,14 +207,14 @@ class PlaygroundPlot:
             self.fig.canvas.draw()
             self.background = self.fig.canvas.copy_from_bbox(self.fig.bbox)
             self.layout = layout
-        colours = self.palette[np.arange(K) % len(self.palette)]
+        colors = code_colors(K)  # categorical: a code index is a name, not a quantity
         owner = nearest_code(self.grid, codes).numpy().reshape(self.resolution, self.resolution)
-        self.cells.set_data(0.45 * colours[owner] + 0.55)  # pale Voronoi cells
+        self.cells.set_data(0.45 * colors[owner] + 0.55)  # pale Voronoi cells
         self.data.set_offsets(state.x.numpy())
         self.points.set_offsets(state.z.detach().numpy())
         dead = state.dead().numpy()
         self.live.set_offsets(codes[~dead].numpy().reshape(-1, 2))
-        self.live.set_facecolors(colours[~dead])
+        self.live.set_facecolors(colors[~dead])
         self.dead.set_data(*codes[dead].numpy().reshape(-1, 2).T)
         s = state.summary()
         self.title.set_text(f"step {s['step']}: {s['codes_used']} of {K} codes used, {s['dead']} dead")
@@ -220,10 +227,11 @@ class PlaygroundPlot:
 
 
 @single_threaded
-def quantisation_playground(num_points: int = 600, num_codes: int = 16, init: str = "far", seed: int = 0) -> Visualizer:
+def quantization_playground(num_points: int = 600, num_codes: int = 16, init: str = "far", seed: int = 0) -> Visualizer:
     """Train a 2-D codebook by hand: sliders for K, beta and the learning rate, Step / Run buttons,
-    toggles for EMA, k-means init and dead-code restart. Returns the widget; ``.state`` is the current
-    :class:`PlaygroundState` (replaced when a setting that needs a restart changes)."""
+    toggles for the :data:`REMEDIES` (EMA, k-means init, dead-code restart after :data:`RESTART_AFTER`
+    steps). Returns the widget; ``.state`` is the current :class:`PlaygroundState` (replaced when a
+    setting that needs a new run changes)."""
     box = {"state": PlaygroundState(num_points, num_codes, init=init, seed=seed)}
     K = labelled(widgets.IntSlider(value=num_codes, min=1, max=64, description="K (codes)",
                                    continuous_update=False), "vq-play-k")
@@ -233,8 +241,9 @@ def quantisation_playground(num_points: int = 600, num_codes: int = 16, init: st
                                          style=WIDE, readout_format=".3f"), "vq-play-lr")
     ema = labelled(widgets.Checkbox(value=False, description="EMA codebook updates", indent=False), "vq-play-ema")
     kmeans = labelled(widgets.Checkbox(value=False, description="k-means init", indent=False), "vq-play-kmeans")
-    restart = labelled(widgets.Checkbox(value=False, description="restart dead codes (after 20 steps)", indent=False),
-                       "vq-play-restart")
+    restart_box = labelled(widgets.Checkbox(value=False, indent=False,
+                                            description=f"restart dead codes (after {RESTART_AFTER} steps)"),
+                           "vq-play-restart-after")
     init_box = labelled(widgets.Dropdown(options=[(v, k) for k, v in INITS.items()], value=init,
                                          description="initial codes", style=WIDE), "vq-play-init")
     n_steps = labelled(widgets.IntSlider(value=50, min=1, max=2000, description="N steps", style=WIDE),
@@ -245,10 +254,10 @@ def quantisation_playground(num_points: int = 600, num_codes: int = 16, init: st
     picture = labelled(image_widget(), "vq-play-image")
     plot = PlaygroundPlot()
     controls = {"K": K, "points": points, "beta": beta, "lr": lr, "ema": ema, "kmeans_init": kmeans,
-                "restart": restart, "init": init_box, "n_steps": n_steps, "step": step_btn, "run": run_btn,
+                "restart_after": restart_box, "init": init_box, "n_steps": n_steps, "step": step_btn, "run": run_btn,
                 "reset": reset_btn}
     view = Visualizer(box["state"], controls,
-                      [hbox([K, points, init_box]), hbox([beta, lr]), hbox([ema, kmeans, restart]),
+                      [hbox([K, points, init_box]), hbox([beta, lr]), hbox([ema, kmeans, restart_box]),
                        hbox([step_btn, n_steps, run_btn, reset_btn]), picture], "vq-playground")
     view.images = {"plane": picture}
 
@@ -258,7 +267,8 @@ def quantisation_playground(num_points: int = 600, num_codes: int = 16, init: st
     def rebuild(_=None) -> None:
         """Start again from the initial codes with the current settings (the old run stays if they are invalid)."""
         state = PlaygroundState(points.value, K.value, beta=beta.value, lr=lr.value, ema=ema.value,
-                                kmeans_init=kmeans.value, restart=restart.value, init=init_box.value, seed=seed)
+                                kmeans_init=kmeans.value, restart_after=RESTART_AFTER if restart_box.value else 0,
+                                init=init_box.value, seed=seed)
         box["state"] = view.state = state
         draw_now()
         view.say(f"Restarted at step 0 with K = {K.value}. Press Step or Run N.")
@@ -279,7 +289,7 @@ def quantisation_playground(num_points: int = 600, num_codes: int = 16, init: st
         view.say(f"Step {s['step']}: {s['codes_used']} codes used, {s['dead']} dead, "
                  f"perplexity {s['perplexity']:.1f}.")
 
-    for w in (K, points, ema, kmeans, restart, init_box):
+    for w in (K, points, ema, kmeans, restart_box, init_box):
         w.observe(view.guarded(rebuild), names="value")
     beta.observe(view.guarded(on_beta), names="value")
     lr.observe(view.guarded(on_lr), names="value")

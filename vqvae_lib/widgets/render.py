@@ -15,6 +15,16 @@ from PIL import Image, ImageDraw, ImageFont
 WHITE, RED, ORANGE, BLUE = (255, 255, 255), (220, 40, 40), (255, 150, 0), (40, 110, 255)
 
 
+def code_colors(num_codes: int) -> np.ndarray:
+    """(K, 3) floats in [0, 1]: one color per code index from matplotlib's categorical ``tab20``, repeated
+    cyclically for K > 20. A code index is a name, not a quantity: neighbouring indices must not look alike,
+    as they would in a sequential map (viridis, turbo)."""
+    from matplotlib import colormaps
+
+    palette = np.asarray(colormaps["tab20"].colors, dtype=float)
+    return palette[np.arange(num_codes) % len(palette)]
+
+
 def to_rgb(images: torch.Tensor) -> np.ndarray:
     """images: (N, C, H, W) or (C, H, W) float in [0, 1], C = 1 or 3 -> uint8 (N, H, W, 3) or (H, W, 3)."""
     single = images.dim() == 3
