@@ -1,9 +1,13 @@
 """The chapter 2 checks accept a right answer and reject common wrong ones with a hint."""
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 
+from vqvae_lib.exercises import Incorrect
 from vqvae_lib.exercises.ch02 import check_nearest_code, check_perplexity
 from vqvae_lib.quantize import nearest_code, perplexity_from_counts
 
@@ -29,7 +33,7 @@ def test_nearest_code_accepts_right_answers(capsys):
     (lambda a, b: torch.cdist(a, b).min(1).values, "int64"),                           # distances, not indices
 ])
 def test_nearest_code_rejects_wrong(wrong, hint):
-    with pytest.raises(AssertionError, match=hint):
+    with pytest.raises(Incorrect, match=hint):
         check_nearest_code(wrong)
 
 
@@ -56,5 +60,37 @@ def _entropy(counts):
     (lambda c: torch.tensor(float((c > 0).sum())), "expected"),                         # counts used codes instead
 ])
 def test_perplexity_rejects_wrong(wrong, hint):
-    with pytest.raises(AssertionError, match=hint):
+    with pytest.raises(Incorrect, match=hint):
         check_perplexity(wrong)
+
+
+def test_verbose_false_is_silent(capsys):
+    assert check_nearest_code(nearest_code, verbose=False)
+    assert check_perplexity(perplexity_from_counts, verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+# Under `python -O` asserts vanish: each check must still reject a wrong answer there.
+WRONG_UNDER_O = {
+    "check_nearest_code": "lambda a, b: torch.cdist(a, b).argmax(1)",
+    "check_perplexity": "lambda c: torch.tensor(float((c > 0).sum()))",
+}
+
+
+@pytest.mark.parametrize("check", sorted(WRONG_UNDER_O))
+def test_checks_reject_wrong_answers_under_python_O(check):
+    script = textwrap.dedent(f"""
+        import torch
+        from vqvae_lib.exercises import Incorrect
+        from vqvae_lib.exercises.ch02 import {check}
+        assert False, "asserts must be off under -O"
+        try:
+            {check}({WRONG_UNDER_O[check]})
+        except Incorrect as err:
+            print("rejected:", err)
+        else:
+            raise SystemExit("accepted a wrong answer")
+    """)
+    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "rejected:" in run.stdout

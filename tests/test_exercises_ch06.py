@@ -1,10 +1,14 @@
 """Chapter 6's checks accept the right mask and bits per code and reject common mistakes."""
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from vqvae_lib.exercises import Incorrect
 from vqvae_lib.exercises.ch06 import (check_bits_per_code, check_mask, reference_bits_per_code,
                                       reference_mask)
 
@@ -57,7 +61,7 @@ def right_visible(k, t):
     (lambda k, t: None, "None"),
 ])
 def test_rejects_wrong_masks(fn, hint):
-    with pytest.raises(AssertionError, match=hint):
+    with pytest.raises(Incorrect, match=hint):
         check_mask(fn, verbose=False)
 
 
@@ -84,5 +88,32 @@ def test_accepts_reference_and_written_bits():
     (lambda logits, codes: None, "None"),
 ])
 def test_rejects_wrong_bits(fn, hint):
-    with pytest.raises(AssertionError, match=hint):
+    with pytest.raises(Incorrect, match=hint):
         check_bits_per_code(fn, verbose=False)
+
+
+# Under `python -O` asserts vanish: each check must still reject a wrong answer there.
+WRONG_UNDER_O = {
+    "check_mask": "lambda k, t: torch.ones(k, k)",
+    "check_bits_per_code": "lambda logits, codes: F.cross_entropy(logits, codes)",
+}
+
+
+@pytest.mark.parametrize("check", sorted(WRONG_UNDER_O))
+def test_checks_reject_wrong_answers_under_python_O(check):
+    script = textwrap.dedent(f"""
+        import torch
+        import torch.nn.functional as F
+        from vqvae_lib.exercises import Incorrect
+        from vqvae_lib.exercises.ch06 import {check}
+        assert False, "asserts must be off under -O"
+        try:
+            {check}({WRONG_UNDER_O[check]}, verbose=False)
+        except Incorrect as err:
+            print("rejected:", err)
+        else:
+            raise SystemExit("accepted a wrong answer")
+    """)
+    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "rejected:" in run.stdout

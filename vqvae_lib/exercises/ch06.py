@@ -1,8 +1,10 @@
 """Chapter 6 (A discrete prior and sampling): check a reader's causal mask and bits per code.
 
-``check_mask(fn)``: ``fn(kernel_size, mask_type) -> (k, k)`` mask, against :class:`MaskedConv2d`'s.
-``check_bits_per_code(fn)``: ``fn(logits (B, K, H, W), codes (B, H, W)) -> float``, the mean negative
+``check_mask(answer)``: ``answer(kernel_size, mask_type) -> (k, k)`` mask, against :class:`MaskedConv2d`'s.
+``check_bits_per_code(answer)``: ``answer(logits (B, K, H, W), codes (B, H, W)) -> float``, the mean negative
 log2-likelihood per code.
+
+Each check prints "Correct!" and returns True, or raises :class:`~vqvae_lib.exercises.Incorrect` with a hint.
 """
 from __future__ import annotations
 
@@ -12,6 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from ..pixelcnn import MaskedConv2d
+from . import correct, require
+
+KERNEL_SIZES = (3, 5, 7)
+MASK_TYPES = ("A", "B")
+SEED = 0
+BATCH, NUM_CODES, HEIGHT, WIDTH = 3, 16, 4, 5  # the random problem check_bits_per_code poses
+LOGIT_SCALE = 3.0  # random logits this large give confident, unequal probabilities
+# float32 cross-entropies agree to a few roundings per code; 2**10 roundings is still far closer than
+# any wrong answer the hints name (nats are 1/ln 2 = 1.44 times bits, a sum is B*H*W times the mean).
+REL_TOL = 2**10 * torch.finfo(torch.float32).eps
 
 
 def reference_mask(kernel_size: int, mask_type: str) -> torch.Tensor:
@@ -19,38 +31,30 @@ def reference_mask(kernel_size: int, mask_type: str) -> torch.Tensor:
     return MaskedConv2d(mask_type, 1, 1, kernel_size).mask.clone()
 
 
-def check_mask(fn, verbose: bool = True) -> bool:
-    """Check ``fn(kernel_size, mask_type) -> (k, k) tensor`` for k = 3, 5, 7 and types "A", "B"."""
-    for k in (3, 5, 7):
+def check_mask(answer, verbose: bool = True) -> bool:
+    """Check ``answer(kernel_size, mask_type) -> (k, k) tensor`` for every kernel size and mask type."""
+    for k in KERNEL_SIZES:
         c = k // 2
-        for t in ("A", "B"):
-            got = fn(k, t)
-            if got is None:
-                raise AssertionError("your function returned None: return the (k, k) mask")
+        for t in MASK_TYPES:
+            got = answer(k, t)
+            require(got is not None, "your function returned None: return the (k, k) mask")
             got = torch.as_tensor(got).float()
             want = reference_mask(k, t)
-            if got.shape != want.shape:
-                raise AssertionError(f"for kernel_size={k} the mask must have shape ({k}, {k}), "
-                                     f"got {tuple(got.shape)}")
-            if torch.equal(got, want):
-                continue
+            require(got.shape == want.shape, f"for kernel_size={k} the mask must have shape ({k}, {k}), "
+                                             f"got {tuple(got.shape)}")
             where = f"(kernel_size={k}, type {t})"
-            if not torch.isin(got, torch.tensor([0.0, 1.0])).all():
-                raise AssertionError(f"{where}: a mask holds only 0 (hidden) and 1 (visible)")
-            if got[c + 1:].any():
-                raise AssertionError(f"{where}: the rows below the centre are the future (later in "
-                                     "raster order): set them to 0")
-            if not got[:c].all():
-                raise AssertionError(f"{where}: every position in the rows above the centre comes "
-                                     "earlier in raster order: keep them at 1")
-            if got[c, c] != want[c, c]:
-                raise AssertionError(f"{where}: type A must hide the centre (a code may not see itself), "
-                                     "type B keeps it (after the first layer the centre holds only the past)")
-            raise AssertionError(f"{where}: in the centre row, positions left of the centre are visible "
-                                 "and positions right of it are hidden")
-    if verbose:
-        print("Correct! Both mask types match for kernel sizes 3, 5 and 7.")
-    return True
+            require(bool(torch.isin(got, torch.tensor([0.0, 1.0])).all()),
+                    f"{where}: a mask holds only 0 (hidden) and 1 (visible)")
+            require(not got[c + 1:].any(), f"{where}: the rows below the centre are the future (later in "
+                                           "raster order): set them to 0")
+            require(bool(got[:c].all()), f"{where}: every position in the rows above the centre comes "
+                                         "earlier in raster order: keep them at 1")
+            require(got[c, c] == want[c, c], f"{where}: type A must hide the centre (a code may not see itself), "
+                                             "type B keeps it (after the first layer the centre holds only the past)")
+            require(torch.equal(got, want), f"{where}: in the centre row, positions left of the centre are visible "
+                                            "and positions right of it are hidden")
+    sizes = ", ".join(map(str, KERNEL_SIZES))
+    return correct(verbose, f"Correct! Both mask types match for kernel sizes {sizes}.")
 
 
 def reference_bits_per_code(logits: torch.Tensor, codes: torch.Tensor) -> float:
@@ -58,32 +62,31 @@ def reference_bits_per_code(logits: torch.Tensor, codes: torch.Tensor) -> float:
     return float(F.cross_entropy(logits.float(), codes) / math.log(2))
 
 
-def check_bits_per_code(fn, verbose: bool = True) -> bool:
-    """Check ``fn(logits (B, K, H, W), codes (B, H, W)) -> bits`` on random and uniform logits."""
-    g = torch.Generator().manual_seed(0)
-    B, K, H, W = 3, 16, 4, 5
-    cases = [(torch.randn(B, K, H, W, generator=g) * 3, "random logits"),
-             (torch.zeros(B, K, H, W), "uniform logits (the answer is log2 K = 4 bits)")]
-    codes = torch.randint(K, (B, H, W), generator=g)
+def check_bits_per_code(answer, verbose: bool = True) -> bool:
+    """Check ``answer(logits (B, K, H, W), codes (B, H, W)) -> bits`` on random and uniform logits."""
+    g = torch.Generator().manual_seed(SEED)
+    shape = (BATCH, NUM_CODES, HEIGHT, WIDTH)
+    cases = [(torch.randn(shape, generator=g) * LOGIT_SCALE, "random logits"),
+             (torch.zeros(shape), f"uniform logits (the answer is log2 K = {math.log2(NUM_CODES):g} bits)")]
+    codes = torch.randint(NUM_CODES, (BATCH, HEIGHT, WIDTH), generator=g)
     for logits, what in cases:
-        got = fn(logits.clone(), codes.clone())
-        if got is None:
-            raise AssertionError("your function returned None: return the bits per code as a number")
+        got = answer(logits.clone(), codes.clone())
+        require(got is not None, "your function returned None: return the bits per code as a number")
         got = float(got)
         want = reference_bits_per_code(logits, codes)
-        if math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-5):
-            continue
+
+        def near(x):
+            return math.isclose(got, x, rel_tol=REL_TOL)
+
         hint = f"{what}: expected {want:.4f} bits per code, got {got:.4f}"
-        if math.isclose(got, want * math.log(2), rel_tol=1e-4):
+        if near(want * math.log(2)):
             hint += ": that is in nats; divide by log 2 (or use log2)"
-        elif math.isclose(got, want * B * H * W, rel_tol=1e-4) or math.isclose(got, want * H * W, rel_tol=1e-4):
+        elif near(want * BATCH * HEIGHT * WIDTH) or near(want * HEIGHT * WIDTH):
             hint += ": average over all codes, do not sum"
-        elif math.isclose(got, -want, rel_tol=1e-4):
+        elif near(-want):
             hint += ": bits are the NEGATIVE log-likelihood"
         else:
             hint += (": take log_softmax over the K codes (dim 1), pick each true code's entry, "
                      "negate, average, convert nats to bits")
-        raise AssertionError(hint)
-    if verbose:
-        print("Correct! Your bits per code match, and uniform logits give log2 K.")
-    return True
+        require(near(want), hint)
+    return correct(verbose, "Correct! Your bits per code match, and uniform logits give log2 K.")
