@@ -1,7 +1,8 @@
-"""Time every chapter under one preset, in book order, each in a fresh kernel from an empty runs/ cache,
-and collect the key figures each chapter glues. Writes a Markdown table (book/_chapter_times_<preset>.md).
+"""Time every chapter under each given preset, in book order, each in a fresh kernel from an empty runs/
+cache, and collect the key figure each chapter glues. Writes book/_preset_times.md, which
+"How to run this book" includes: the presets' sizes (from vqvae_lib.presets) and the measured times.
 
-    python benchmarks/chapter_times.py --preset ci
+    python benchmarks/chapter_times.py --preset ci --preset cpu
 
 The figures come from the executed notebooks' own glue outputs, so the table can only show what the
 chapters computed.
@@ -63,19 +64,37 @@ def run(preset: str) -> list[dict]:
     return rows
 
 
+def preset_table() -> list[str]:
+    from vqvae_lib.presets import PRESETS
+
+    lines = ["| preset | VQ-VAE: K, D, hidden channels, residual layers | VQ-VAE steps "
+             "| prior: channels, layers, steps | VAE steps |", "| :-- | :-- | --: | :-- | --: |"]
+    for name, p in PRESETS.items():
+        m, q = p["vqvae"]["model"], p["vqvae"]["model"]["quantizer"]
+        ema = " (EMA codebook)" if q.get("ema") else ""
+        prior = p["prior"]
+        lines.append(f"| `{name}` | K = {m['num_codes']}, D = {m['code_dim']}, {m['hidden_channels']}, "
+                     f"{m['num_res_layers']}{ema} | {p['vqvae']['train']['steps']:,} | "
+                     f"{prior['model']['hidden_channels']}, {prior['model']['num_layers']}, "
+                     f"{prior['train']['steps']:,} | {p['vae']['train']['steps']:,} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="ci", choices=["ci", "cpu", "gpu"])
-    args = parser.parse_args()
-    rows = run(args.preset)
-    total = sum(r["seconds"] for r in rows)
-    lines = [f"Each chapter under `{args.preset}`, executed top to bottom in a fresh kernel in book order from an "
-             f"empty `runs/` cache (`python benchmarks/chapter_times.py --preset {args.preset}`, "
-             f"{os.cpu_count()} CPU cores, {datetime.date.today().isoformat()}):", "",
-             "| chapter | seconds | key figure | |", "| :-- | --: | --: | :-- |"]
-    lines += [f"| {r['chapter']} | {r['seconds']:.0f} | {r['figure']} | {r['what']} |" for r in rows]
-    lines += [f"| all | {total:.0f} | | |", ""]
-    out = ROOT / "book" / f"_chapter_times_{args.preset}.md"
+    parser.add_argument("--preset", action="append", choices=["ci", "cpu", "gpu"], help="repeat for several")
+    presets = parser.parse_args().preset or ["ci"]
+    lines = preset_table() + [""]
+    for preset in presets:
+        rows = run(preset)
+        total = sum(r["seconds"] for r in rows)
+        lines += [f"Each chapter under `{preset}`, executed top to bottom in a fresh kernel in book order from an "
+                  f"empty `runs/` cache (`python benchmarks/chapter_times.py`, {os.cpu_count()} CPU cores, no GPU, "
+                  f"{datetime.date.today().isoformat()}):", "",
+                  "| chapter | seconds | key figure | |", "| :-- | --: | --: | :-- |"]
+        lines += [f"| {r['chapter']} | {r['seconds']:.0f} | {r['figure']} | {r['what']} |" for r in rows]
+        lines += [f"| all | {total:.0f} | | |", ""]
+    out = ROOT / "book" / "_preset_times.md"
     out.write_text("\n".join(lines))
     print(out.read_text())
 

@@ -1,8 +1,9 @@
 """Training recipes: (preset, data set, seed) -> a trained model, the same in every process.
 
 Each recipe seeds before it builds anything (:func:`vqvae_lib.seeding.seeded`), so the same preset,
-data and seed give bitwise-identical weights on the CPU, whether a chapter trains the model, a later
-chapter reuses it, or the command line trains it. ``trained_vqvae`` / ``trained_prior`` reuse a run
+data and seed give bitwise-identical weights on the CPU (with the same torch version and number of CPU
+threads: the threads split the convolutions' sums differently), whether a chapter trains the model, a
+later chapter reuses it, or the command line trains it. ``trained_vqvae`` / ``trained_prior`` reuse a run
 saved under ``root`` when its recipe (preset settings, data, seed) matches, and train it otherwise.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+import torch
 from torch.utils.data import TensorDataset
 
 from .data import load_images
@@ -48,7 +50,7 @@ def train_settings(preset: dict, part: str, steps: int | None = None) -> dict:
 
 def recipe(preset: dict, part: str, data: str, seed: int, steps: int | None = None) -> dict:
     """Everything that determines a run's weights; a saved run is reused only when this matches."""
-    return {"preset": preset["name"], "data": data, "seed": seed,
+    return {"preset": preset["name"], "data": data, "seed": seed, "cpu_threads": torch.get_num_threads(),
             "model": preset[part]["model"], "train": train_settings(preset, part, steps)}
 
 
