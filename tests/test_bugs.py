@@ -3,15 +3,17 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vqvae_lib import VQVAE, ImageDataset, train
-from vqvae_lib.bugs import (NoStraightThroughVQVAE, SwappedBetaVQVAE, gradient_routing, latent_stats,
-                            parameter_groups)
+from vqvae_lib.bugs import NoStraightThroughVQVAE, SeedArticleVQVAE, SwappedBetaVQVAE
+from vqvae_lib.diagnostics import gradient_routing, parameter_groups
 
 SMALL = dict(num_codes=8, code_dim=4, hidden_channels=8, res_channels=4, num_res_layers=1)
 CORRECT = {"recon_loss": {"encoder": True, "codebook": False, "decoder": True},
            "codebook_loss": {"encoder": False, "codebook": True, "decoder": False},
            "commitment_loss": {"encoder": True, "codebook": False, "decoder": False}}
+BUGS = (NoStraightThroughVQVAE, SwappedBetaVQVAE, SeedArticleVQVAE)
 
 
 @pytest.fixture
@@ -35,15 +37,57 @@ def test_no_straight_through_starves_the_encoder(x):
     assert torch.allclose(out.loss, out.recon_loss + out.vq.loss)
 
 
+def test_seed_article_routing_swaps_the_terms_and_starves_the_encoder(x):
+    """Fails if either of the article's two mistakes were fixed: every row differs from the correct one."""
+    table = gradient_routing(SeedArticleVQVAE(**SMALL), x)
+    assert table == {"recon_loss": {"encoder": False, "codebook": True, "decoder": True},
+                     "codebook_loss": {"encoder": True, "codebook": False, "decoder": False},
+                     "commitment_loss": {"encoder": False, "codebook": True, "decoder": False}}
+    assert all(table[term] != CORRECT[term] for term in CORRECT)
+
+
+def test_seed_article_gradients_by_hand(x):
+    """The encoder's whole gradient is the weight-1 pull towards its codes; the codebook's is the
+    reconstruction gradient plus beta x the pull towards the encoder outputs."""
+    beta = 0.25
+    model = SeedArticleVQVAE(beta=beta, **SMALL)
+    out = model(x)
+    assert torch.allclose(out.vq.loss, out.vq.codebook_loss + beta * out.vq.commitment_loss)
+    assert torch.allclose(out.loss, out.recon_loss + out.vq.loss)
+    enc = list(model.encoder.parameters())
+    codebook = model.quantizer.codebook
+    z_e = model.encode_continuous(x)
+    e = model.quantizer.lookup(out.vq.indices)
+    pull = F.mse_loss(z_e, e.detach())  # moves the encoder only
+    expected_enc = torch.autograd.grad(pull, enc)
+    got_enc = torch.autograd.grad(out.loss, enc, retain_graph=True)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(got_enc, expected_enc))
+    (expected_cb,) = torch.autograd.grad(out.recon_loss + beta * F.mse_loss(e, z_e.detach()), codebook,
+                                         retain_graph=True)
+    (got_cb,) = torch.autograd.grad(out.loss, codebook)
+    assert torch.allclose(got_cb, expected_cb, atol=1e-7)
+
+
 def test_same_forward_values_as_the_correct_model(x):
     torch.manual_seed(1)
     right = VQVAE(**SMALL)
-    for cls in (NoStraightThroughVQVAE, SwappedBetaVQVAE):
+    a = right(x)
+    for cls in BUGS:
         wrong = cls(**SMALL)
         wrong.load_state_dict(right.state_dict())
-        a, b = right(x), wrong(x)
+        b = wrong(x)
         assert torch.allclose(a.x_recon, b.x_recon, atol=1e-6)  # the bugs change gradients, not outputs
         assert torch.allclose(a.recon_loss, b.recon_loss, atol=1e-7)
+        assert torch.allclose(a.vq.codebook_loss, b.vq.codebook_loss, atol=1e-7)
+        assert torch.allclose(a.vq.commitment_loss, b.vq.commitment_loss, atol=1e-7)
+
+
+def test_same_seed_same_initial_weights():
+    states = []
+    for cls in (VQVAE,) + BUGS:
+        torch.manual_seed(3)
+        states.append(cls(**SMALL).state_dict())
+    assert all(torch.equal(s[k], states[0][k]) for s in states[1:] for k in states[0])
 
 
 def test_swapped_beta_weights(x):
@@ -54,23 +98,11 @@ def test_swapped_beta_weights(x):
     assert gradient_routing(model, x) == CORRECT  # same routes, different weights
 
 
-def test_parameter_groups_cover_the_model():
-    model = VQVAE(**SMALL)
-    groups = parameter_groups(model)
-    assert sum(len(ps) for ps in groups.values()) == len(list(model.parameters()))
-
-
-def test_latent_stats_and_training():
+@pytest.mark.parametrize("cls", BUGS)
+def test_bug_models_train(cls):
     images = (torch.rand(40, 1, 28, 28) * 255).to(torch.uint8)
-    data = ImageDataset(images)
-    model = NoStraightThroughVQVAE(**SMALL)
-    history = train(model, data, steps=3, batch_size=8, progress=False, device="cpu")
+    model = cls(**SMALL)
+    history = train(model, ImageDataset(images), steps=3, batch_size=8, log_every=1, progress=False, device="cpu")
     assert all(math.isfinite(v) for v in history.train["loss"])
-    stats = latent_stats(model, data, batch_size=16, device="cpu")
-    assert set(stats) == {"z_e_norm", "code_norm", "quant_error"}
-    x = data.batch(torch.arange(40))[0]
-    with torch.no_grad():
-        out = model(x)
-        z_e = model.encode_continuous(x)
-    assert math.isclose(stats["quant_error"], 4 * float(out.vq.commitment_loss), rel_tol=1e-4)
-    assert math.isclose(stats["z_e_norm"], float(z_e.norm(dim=1).mean()), rel_tol=1e-4)
+    assert set(history.train) >= {"recon_loss", "codebook_loss", "commitment_loss", "perplexity"}
+    assert sum(len(ps) for ps in parameter_groups(model).values()) == len(list(model.parameters()))

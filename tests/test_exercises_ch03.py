@@ -1,30 +1,52 @@
 """Chapter 3's checks accept right answers and name the mistake in wrong ones."""
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch.nn.functional as F
 
-from vqvae_lib.exercises.ch03 import (check_straight_through, check_vq_losses, reference_straight_through,
-                                      reference_vq_losses)
+from vqvae_lib.exercises import Incorrect
+from vqvae_lib.exercises.ch03 import (
+    check_straight_through,
+    check_vq_losses,
+    reference_straight_through,
+    reference_vq_losses,
+)
 
 
 def test_straight_through_accepts_reference_and_variants(capsys):
     assert check_straight_through(reference_straight_through)
     assert "Correct!" in capsys.readouterr().out
     assert check_straight_through(lambda z_e, z_q: (z_q - z_e).detach() + z_e, verbose=False)
+    assert capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize("fn, hint", [
-    (lambda z_e, z_q: z_q, "no gradient reaches z_e"),
-    (lambda z_e, z_q: z_q.detach(), "no gradient reaches z_e"),
-    (lambda z_e, z_q: (z_e + (z_q - z_e)).detach(), "no gradient reaches z_e"),
-    (lambda z_e, z_q: z_e, "value is z_e"),
-    (lambda z_e, z_q: z_q + z_e - z_e.detach(), "gradient also flows into z_q"),
-    (lambda z_e, z_q: 2 * z_e + (z_q - 2 * z_e).detach(), "identity Jacobian"),
-    (lambda z_e, z_q: z_q.flatten(), "shape"),
-    (lambda z_e, z_q: None, "return a tensor"),
-])
-def test_straight_through_rejects_wrong(fn, hint):
-    with pytest.raises(AssertionError, match=hint):
-        check_straight_through(fn, verbose=False)
+STRAIGHT_THROUGH_WRONG = [
+    ("lambda z_e, z_q: z_q", "no gradient reaches z_e"),
+    ("lambda z_e, z_q: z_q.detach()", "no gradient reaches z_e"),
+    ("lambda z_e, z_q: (z_e + (z_q - z_e)).detach()", "no gradient reaches z_e"),
+    ("lambda z_e, z_q: z_e", "value is z_e"),
+    ("lambda z_e, z_q: z_q + z_e - z_e.detach()", "gradient also flows into z_q"),
+    ("lambda z_e, z_q: 2 * z_e + (z_q - 2 * z_e).detach()", "identity Jacobian"),
+    ("lambda z_e, z_q: z_q.flatten()", "shape"),
+    ("lambda z_e, z_q: None", "return a tensor"),
+]
+VQ_LOSSES_WRONG = [
+    ("lambda z_e, e: (F.mse_loss(z_e, e.detach()), F.mse_loss(z_e.detach(), e))", "sends no gradient to e"),
+    ("lambda z_e, e: (F.mse_loss(z_e, e), F.mse_loss(z_e, e.detach()))", "also moves the encoder output"),
+    ("lambda z_e, e: (F.mse_loss(e, z_e.detach()), F.mse_loss(z_e, e))", "also moves the codes"),
+    ("lambda z_e, e: (F.mse_loss(e, z_e.detach()), F.mse_loss(z_e.detach(), e.detach()))", "no gradient to z_e"),
+    ("lambda z_e, e: (((e - z_e.detach()) ** 2).sum(), F.mse_loss(z_e, e.detach()))", "sum instead of a mean"),
+    ("lambda z_e, e: F.mse_loss(e, z_e.detach())", "return two losses"),
+    ("lambda z_e, e: (((e - z_e.detach()) ** 2).mean(1), F.mse_loss(z_e, e.detach()))", "scalar"),
+]
+
+
+@pytest.mark.parametrize("source, hint", STRAIGHT_THROUGH_WRONG)
+def test_straight_through_rejects_wrong(source, hint):
+    with pytest.raises(Incorrect, match=hint):
+        check_straight_through(eval(source), verbose=False)
 
 
 def test_vq_losses_accepts_reference(capsys):
@@ -32,15 +54,33 @@ def test_vq_losses_accepts_reference(capsys):
     assert "Correct!" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("fn, hint", [
-    (lambda z_e, e: (F.mse_loss(z_e, e.detach()), F.mse_loss(z_e.detach(), e)), "sends no gradient to e"),
-    (lambda z_e, e: (F.mse_loss(z_e, e), F.mse_loss(z_e, e.detach())), "also moves the encoder"),
-    (lambda z_e, e: (F.mse_loss(e, z_e.detach()), F.mse_loss(z_e, e)), "also moves the codes"),
-    (lambda z_e, e: (F.mse_loss(e, z_e.detach()), F.mse_loss(z_e.detach(), e.detach())), "no gradient to z_e"),
-    (lambda z_e, e: (((e - z_e.detach()) ** 2).sum(), F.mse_loss(z_e, e.detach())), "sum instead of a mean"),
-    (lambda z_e, e: F.mse_loss(e, z_e.detach()), "return two losses"),
-    (lambda z_e, e: (((e - z_e.detach()) ** 2).mean(1), F.mse_loss(z_e, e.detach())), "scalar"),
-])
-def test_vq_losses_rejects_wrong(fn, hint):
-    with pytest.raises(AssertionError, match=hint):
-        check_vq_losses(fn, verbose=False)
+@pytest.mark.parametrize("source, hint", VQ_LOSSES_WRONG)
+def test_vq_losses_rejects_wrong(source, hint):
+    with pytest.raises(Incorrect, match=hint):
+        check_vq_losses(eval(source, {"F": F}), verbose=False)
+
+
+def test_checks_reject_wrong_answers_under_python_O():
+    """Under ``python -O`` asserts vanish: every wrong answer above must still be rejected, with its hint.
+    One subprocess for all of them (importing torch dominates its time)."""
+    cases = [("check_straight_through", s, h) for s, h in STRAIGHT_THROUGH_WRONG]
+    cases += [("check_vq_losses", s, h) for s, h in VQ_LOSSES_WRONG]
+    script = textwrap.dedent(f"""
+        import re
+        import torch.nn.functional as F
+        from vqvae_lib.exercises import Incorrect
+        from vqvae_lib.exercises import ch03
+        assert False, "asserts must be off under -O"
+        for check, source, hint in {cases!r}:
+            try:
+                getattr(ch03, check)(eval(source), verbose=False)
+            except Incorrect as err:
+                if not re.search(hint, str(err)):
+                    raise SystemExit(f"{{check}}({{source}}): wrong hint {{err}}")
+            else:
+                raise SystemExit(f"{{check}} accepted {{source}}")
+        print("rejected all", len({cases!r}))
+    """)
+    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"rejected all {len(cases)}" in run.stdout

@@ -1,17 +1,33 @@
-"""Chapter 4's checks accept right KL formulas and name the mistake in wrong ones."""
+"""Chapter 4's checks accept right KL formulas and name the mistake in wrong ones, also under ``python -O``."""
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
+import torch
 
-from vqvae_lib.exercises.ch04 import (check_commitment_kl, check_isotropic_kl, reference_commitment_kl,
-                                      reference_isotropic_kl)
+from vqvae_lib.exercises import Incorrect
+from vqvae_lib.exercises.ch04 import (check_gaussian_commitment_kl, check_isotropic_kl, reference_commitment_kl,
+                                      reference_isotropic_kl, rtol_for)
 
 
 def test_commitment_kl_accepts_reference(capsys):
-    assert check_commitment_kl(reference_commitment_kl)
+    assert check_gaussian_commitment_kl(reference_commitment_kl)
     assert "Correct!" in capsys.readouterr().out
     # the equal-scale case of the general formula is right too
-    assert check_commitment_kl(lambda z_e, e, s: reference_isotropic_kl(z_e, s, e, s), verbose=False)
+    assert check_gaussian_commitment_kl(lambda z_e, e, s: reference_isotropic_kl(z_e, s, e, s), verbose=False)
+
+
+def test_commitment_kl_accepts_a_right_answer_in_single_precision():
+    assert check_gaussian_commitment_kl(lambda z_e, e, s: reference_commitment_kl(z_e.float(), e.float(), s),
+                                        verbose=False)
+
+
+def test_quiet_check_prints_nothing(capsys):
+    check_gaussian_commitment_kl(reference_commitment_kl, verbose=False)
+    check_isotropic_kl(reference_isotropic_kl, verbose=False)
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("fn, hint", [
@@ -21,10 +37,12 @@ def test_commitment_kl_accepts_reference(capsys):
     (lambda z_e, e, s: ((z_e - e) ** 2).mean(-1) / (2 * s ** 2), "mean over the D coordinates"),
     (lambda z_e, e, s: ((z_e - e) ** 2).sum() / (2 * s ** 2), "one KL per row"),
     (lambda z_e, e, s: (z_e - e).abs().sum(-1) / (2 * s ** 2), r"expected \|\|z_e - e\|\|\^2"),
+    (lambda z_e, e, s: [0.0] * len(z_e), "must return a tensor"),
+    (lambda z_e, e, s: torch.full((len(z_e),), float("nan"), dtype=z_e.dtype), "non-finite"),
 ])
 def test_commitment_kl_rejects_wrong(fn, hint):
-    with pytest.raises(AssertionError, match=hint):
-        check_commitment_kl(fn, verbose=False)
+    with pytest.raises(Incorrect, match=hint):
+        check_gaussian_commitment_kl(fn, verbose=False)
 
 
 def test_isotropic_kl_accepts_reference(capsys):
@@ -38,14 +56,59 @@ def test_isotropic_kl_accepts_reference(capsys):
     (lambda mq, sq, mp, sp: reference_commitment_kl(mq, mp, sp) * 2, "equal scales"),
 ])
 def test_isotropic_kl_rejects_wrong(fn, hint):
-    with pytest.raises(AssertionError, match=hint):
+    with pytest.raises(Incorrect, match=hint):
         check_isotropic_kl(fn, verbose=False)
 
 
+def test_tolerance_comes_from_the_answers_precision():
+    # half the significant digits: a right formula is within a few ulps, a wrong one off by a factor
+    assert rtol_for(torch.float64) == math.sqrt(torch.finfo(torch.float64).eps)
+    assert rtol_for(torch.float64) < rtol_for(torch.float32) < 1e-3
+
+
+WRONG_UNDER_O = {
+    "check_gaussian_commitment_kl": "lambda z_e, e, s: ((z_e - e) ** 2).sum(-1) / s ** 2",
+    "check_isotropic_kl": "lambda mq, sq, mp, sp: ((mq - mp) ** 2).sum(-1) / (2 * sp ** 2)",
+}
+
+
+def test_checks_fail_under_python_O():
+    """``python -O`` strips asserts; a check built on them would pass every wrong answer.
+
+    One subprocess for all checks (importing torch dominates its time); it prints one verdict per check.
+    """
+    script = textwrap.dedent("""
+        import sys
+        from vqvae_lib.exercises import Incorrect
+        from vqvae_lib.exercises import ch04
+        print("optimize", sys.flags.optimize)
+        for name, wrong in WRONG.items():
+            try:
+                getattr(ch04, name)(eval(wrong), verbose=False)
+                print(name, "accepted")
+            except Incorrect as err:
+                print(name, "Incorrect:", err)
+    """).replace("WRONG", repr(WRONG_UNDER_O))
+    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "optimize 1"
+    verdicts = dict(line.split(" ", 1) for line in lines[1:])
+    assert sorted(verdicts) == sorted(WRONG_UNDER_O)
+    assert all(v.startswith("Incorrect:") for v in verdicts.values()), run.stdout
+
+
 def test_reference_kl_blows_up_as_the_posterior_shrinks():
-    import torch
     mu_q, mu_p = torch.zeros(1, 4), torch.ones(1, 4)
     kls = [float(reference_isotropic_kl(mu_q, s, mu_p, 1.0)) for s in (1e-1, 1e-2, 1e-3)]
     assert kls[0] < kls[1] < kls[2]
     # each factor 10 in s_q adds D log 10 nats
     assert math.isclose(kls[2] - kls[1], 4 * math.log(10), rel_tol=1e-3)
+
+
+def test_reference_kl_forgets_the_distance_as_the_prior_widens():
+    """Chapter 4's point about a 'flat' prior: a wider s_p shrinks the distance term, grows the log term."""
+    mu_q, mu_p = torch.zeros(1, 4, dtype=torch.float64), torch.ones(1, 4, dtype=torch.float64)
+    near, far = (reference_isotropic_kl(mu_q, 0.1, m, 1e3) for m in (mu_q, mu_p))
+    assert float(far - near) == pytest.approx(4 / (2 * 1e3 ** 2), rel=1e-3)
+    assert float(near) > 4 / 2 * math.log(1e3 ** 2 / 0.1 ** 2) - 4 / 2  # the diverging part

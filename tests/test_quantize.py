@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import grads_reached
+from vqvae_lib.diagnostics import grads_reached
 from vqvae_lib.quantize import StraightThrough, VectorQuantizer, kmeans, nearest_code, perplexity_from_counts
 
 

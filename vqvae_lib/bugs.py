@@ -1,15 +1,19 @@
-"""Two deliberately wrong VQ-VAEs for chapter 3's bug hunt, and the measurements that expose them.
+"""Three deliberately wrong VQ-VAEs for chapter 3's bug hunt. The measurements that expose them
+(which loss reaches which parameters, sizes in latent space) are in :mod:`vqvae_lib.diagnostics`.
 
-Both mistakes appear in public tutorial code:
+All three mistakes appear in public code:
 
 * :class:`NoStraightThroughVQVAE` feeds the decoder the looked-up codes ``e = codebook[indices]``
   instead of the straight-through ``z_e + sg[e - z_e]``. The reconstruction gradient then stops at
   the codebook: the encoder learns only from the commitment loss.
 * :class:`SwappedBetaVQVAE` weights the wrong term: ``beta * codebook_loss + commitment_loss``
   instead of ``codebook_loss + beta * commitment_loss``.
+* :class:`SeedArticleVQVAE` is the training step of the online article this book grew from: no
+  straight-through, and the two stop-gradients swapped between the codebook and commitment terms.
 
-Both take :class:`~vqvae_lib.vqvae.VQVAE`'s arguments and return its :class:`VQVAEOutput`, so the
-library's ``train`` and ``evaluate_vqvae`` work on them unchanged.
+Each takes :class:`~vqvae_lib.vqvae.VQVAE`'s arguments, draws the same initial weights from the
+same seed, and returns its :class:`VQVAEOutput` with the same values in the forward pass; only the
+gradients differ. The library's ``train`` and ``evaluate_vqvae`` work on them unchanged.
 """
 from __future__ import annotations
 
@@ -18,8 +22,6 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .data import iter_batches
-from .device import resolve_device
 from .vqvae import VQVAE, VQVAEOutput
 
 
@@ -55,48 +57,33 @@ class SwappedBetaVQVAE(VQVAE):
         return VQVAEOutput(out.x_recon, out.recon_loss, out.recon_loss + wrong, vq)
 
 
-def parameter_groups(model: VQVAE) -> dict:
-    """{"encoder": [...], "codebook": [...], "decoder": [...]} lists of the model's parameters."""
-    return {"encoder": list(model.encoder.parameters()),
-            "codebook": [model.quantizer.codebook],
-            "decoder": list(model.decoder.parameters())}
+class SeedArticleVQVAE(VQVAE):
+    """Bug (c): the training step of the online article this book grew from, in substance::
 
+        z_q = codebook[indices]                      # the plain lookup
+        x_recon = decoder(z_q)                       # no straight-through
+        codebook_loss = mse(z_q.detach(), z_e)       # its name says codebook; it moves the encoder
+        commitment_loss = mse(z_q, z_e.detach())     # its name says encoder; it moves the codebook
+        loss = recon_loss + codebook_loss + beta * commitment_loss
 
-def gradient_routing(model: VQVAE, x: torch.Tensor) -> dict:
-    """Which parameter groups each loss term reaches, by backpropagating each term on its own.
+    So the encoder learns only to move towards its codes, with weight 1, and never hears about the
+    reconstruction; the codebook learns from the reconstruction plus beta x the pull towards the
+    encoder outputs. The output fields keep the article's names (``vq.codebook_loss`` is its
+    ``codebook_loss``), so :func:`vqvae_lib.diagnostics.gradient_routing` shows the swap; their values
+    equal the correct model's (both are the mean ||z_e - e||^2).
 
-    x: (B, C, H, W) -> {term: {group: bool}} for the terms recon_loss, codebook_loss, commitment_loss
-    and the groups encoder, codebook, decoder; True where some gradient entry is non-zero.
+    x: (B, C, H, W) -> ``VQVAEOutput`` with ``vq.z_q`` the raw lookup (B, D, h, w).
     """
-    out = model(x)
-    terms = {"recon_loss": out.recon_loss, "codebook_loss": out.vq.codebook_loss,
-             "commitment_loss": out.vq.commitment_loss}
-    groups = parameter_groups(model)
-    params = [p for ps in groups.values() for p in ps if p.requires_grad]
-    table = {}
-    for name, term in terms.items():
-        grads = torch.autograd.grad(term, params, allow_unused=True, retain_graph=True)
-        nonzero = {id(p): g is not None and bool(g.abs().sum() > 0) for p, g in zip(params, grads)}
-        table[name] = {group: any(nonzero.get(id(p), False) for p in ps) for group, ps in groups.items()}
-    return table
 
-
-@torch.no_grad()
-def latent_stats(model: VQVAE, dataset, batch_size: int = 256, device=None) -> dict:
-    """Sizes in the latent space over a whole data set, in eval mode.
-
-    Returns z_e_norm (mean ||z_e|| per position), code_norm (mean ||e_k|| over the K codes),
-    quant_error (mean ||z_e - e||^2 per position, i.e. D x the commitment loss).
-    """
-    device = resolve_device(device)
-    model.to(device).eval()
-    norm_sum, err_sum, n = 0.0, 0.0, 0
-    codebook = model.quantizer.codebook.float()
-    for x, _ in iter_batches(dataset, batch_size, device):
-        z_e = model.encode_continuous(x).float()
-        flat = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])  # (B*h*w, D)
-        e = codebook[model.encode(x).flatten()]
-        norm_sum += float(flat.norm(dim=1).sum())
-        err_sum += float(((flat - e) ** 2).sum())
-        n += flat.shape[0]
-    return {"z_e_norm": norm_sum / n, "code_norm": float(codebook.norm(dim=1).mean()), "quant_error": err_sum / n}
+    def forward(self, x: torch.Tensor) -> VQVAEOutput:
+        z_e = self.encode_continuous(x)
+        vq = self.quantizer(z_e)  # the nearest codes, perplexity and the quantiser's own updates
+        z = z_e.float()
+        z_q = self.quantizer.lookup(vq.indices)
+        x_recon = self.decode(z_q)  # bug 1: no straight-through
+        codebook_loss = F.mse_loss(z_q.detach(), z)  # bug 2: the two detach calls swapped ...
+        commitment_loss = F.mse_loss(z_q, z.detach())  # ... between these two lines
+        vq_loss = codebook_loss + self.quantizer.beta * commitment_loss
+        recon_loss = F.mse_loss(x_recon.float(), x.float()) / self.data_variance
+        vq = replace(vq, z_q=z_q, codebook_loss=codebook_loss, commitment_loss=commitment_loss, loss=vq_loss)
+        return VQVAEOutput(x_recon, recon_loss, recon_loss + vq_loss, vq)

@@ -1,0 +1,107 @@
+"""Discretised image likelihoods: a normalised probability for each of the 256 levels of an 8-bit pixel.
+
+An 8-bit image takes one of 256 values per pixel, so its log-likelihood is a sum of log-probabilities of
+discrete levels, at most 0, and ``-log p(x)`` in bits per dimension is comparable across models and
+papers. A continuous density on [0, 1] (a Gaussian) or a Bernoulli cross-entropy on grey levels is not such a
+probability. The discretised logistic (Kingma et al. 2016, IAF; Salimans et al. 2017, PixelCNN++) gives
+level ``k`` of ``L`` (the pixel value ``k / (L - 1)``) the logistic mass of the bin of width
+``1 / (L - 1)`` around it; the first and the last bins extend to minus and plus infinity, so the ``L``
+probabilities sum to exactly 1 for any mean and scale.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+NUM_LEVELS = 256  # an 8-bit image
+GRID_TOLERANCE = 1e-3  # in units of one level: x * 255 must be this close to an integer
+
+
+def _levels(x: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """The level index k of each pixel of x (values k / (num_levels - 1)), as x's float dtype."""
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise ValueError(f"pixel values must lie in [0, 1], got the range [{float(x.min())}, {float(x.max())}]")
+    k = torch.round(x * (num_levels - 1))
+    if x.numel() and float((x * (num_levels - 1) - k).abs().max()) > GRID_TOLERANCE:
+        raise ValueError(f"pixel values must lie on the grid k / {num_levels - 1} (an 8-bit image divided by "
+                         f"{num_levels - 1}); dequantised or resized images are not")
+    return k
+
+
+def _log_bin_prob(k: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """log P(level k) under the discretised logistic, elementwise (broadcast), exactly normalised over k.
+
+    With a = (x + h - mean) / s and b = (x - h - mean) / s (h: half a bin), P = sigmoid(a) - sigmoid(b), which
+    equals sigmoid(a) * sigmoid(-b) * (1 - exp(b - a)); its log is a sum of terms that are each stable for
+    any a, b. The first bin has b = -inf (P = sigmoid(a)), the last a = +inf (P = sigmoid(-b)).
+    """
+    half_bin = 0.5 / (num_levels - 1)
+    x = k / (num_levels - 1)
+    inv_s = torch.exp(-log_scale)
+    a = (x + half_bin - mean) * inv_s
+    b = (x - half_bin - mean) * inv_s
+    first, last = k <= 0, k >= num_levels - 1
+    log_upper = torch.where(last, torch.zeros_like(a), F.logsigmoid(a))       # log sigmoid(a); 0 when a = +inf
+    log_lower = torch.where(first, torch.zeros_like(b), F.logsigmoid(-b))     # log sigmoid(-b); 0 when b = -inf
+    width = (2 * half_bin) * inv_s                                            # a - b > 0
+    log_gap = torch.where(first | last, torch.zeros_like(width), torch.log(-torch.expm1(-width)))
+    return log_upper + log_lower + log_gap
+
+
+def _float(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """At least float32 (under bf16 autocast the decoder's outputs are bf16); float64 stays float64."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return [t.to(dtype) for t in tensors]
+
+
+def discretized_logistic_nll(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                             num_levels: int = NUM_LEVELS) -> torch.Tensor:
+    """-log p(x) in nats per image under an independent discretised logistic for every pixel.
+
+    x: (B, C, H, W), or any (B, ...), in [0, 1] on the grid k / (num_levels - 1) (an 8-bit image / 255).
+    mean: the logistic's location, same shape as x; any real value (below 0 or above 1 puts mass on the
+      edge bins). log_scale: log of the logistic's scale s, broadcastable to x (per pixel (B, C, H, W),
+      per channel (C, 1, 1) or one scalar).
+    Returns (B,): the sum over all of a row's pixels and channels of -log P(level of that pixel), >= 0.
+    Bin k covers [k - 1/2, k + 1/2] / (num_levels - 1); bin 0 takes the whole lower tail and the last bin
+    the whole upper tail, so the num_levels probabilities of a pixel sum to 1.
+    """
+    x, mean, log_scale = _float(x, mean, log_scale)
+    k = _levels(x, num_levels)
+    return -_log_bin_prob(k, mean, log_scale, num_levels).flatten(1).sum(1)
+
+
+def discretized_logistic_probs(mean: torch.Tensor, log_scale: torch.Tensor,
+                               num_levels: int = NUM_LEVELS) -> torch.Tensor:
+    """The probability of every level: mean, log_scale (broadcastable, shape S) -> (*S, num_levels)."""
+    mean, log_scale = _float(mean, log_scale)
+    k = torch.arange(num_levels, dtype=mean.dtype, device=mean.device)
+    return _log_bin_prob(k, mean[..., None], log_scale[..., None], num_levels).exp()
+
+
+def discretized_logistic_mean(mean: torch.Tensor, log_scale: torch.Tensor,
+                              num_levels: int = NUM_LEVELS) -> torch.Tensor:
+    """E[x] under the discretised logistic, in [0, 1]: mean, log_scale (broadcastable) -> their shape.
+
+    Not the location ``mean`` itself, which may lie outside [0, 1]: the edge bins gather the tails.
+    For x on the grid k / (L - 1), E[x] = 1/(L - 1) * sum_{k=1}^{L-1} P(level >= k), and
+    P(level >= k) = sigmoid((mean - (k - 1/2) / (L - 1)) / s): one sigmoid per threshold.
+    """
+    mean, log_scale = _float(mean, log_scale)
+    thresholds = (torch.arange(1, num_levels, dtype=mean.dtype, device=mean.device) - 0.5) / (num_levels - 1)
+    above = torch.sigmoid((mean[..., None] - thresholds) * torch.exp(-log_scale)[..., None])
+    return (above.sum(-1) / (num_levels - 1)).clamp(0, 1)  # clamp: rounding only
+
+
+def bits_per_dim(nats_per_image, num_dims: int):
+    """Nats per image -> bits per dimension: nats / (num_dims * ln 2). A float or a tensor (B,).
+
+    num_dims: the values per image (C * H * W; 784 for a 28 x 28 grey digit).
+    """
+    if num_dims < 1:
+        raise ValueError(f"num_dims must be a positive count of values per image, got {num_dims}")
+    return nats_per_image / (num_dims * math.log(2))
