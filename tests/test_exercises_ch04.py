@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from vqvae_lib.exercises import Incorrect
-from vqvae_lib.exercises.ch04 import (check_gaussian_commitment_kl, check_isotropic_kl, reference_commitment_kl,
-                                      reference_isotropic_kl, rtol_for)
+from vqvae_lib.exercises.ch04 import (
+    check_gaussian_commitment_kl,
+    check_isotropic_kl,
+    reference_commitment_kl,
+    reference_isotropic_kl,
+    rtol_for,
+)
 
 
 def test_commitment_kl_accepts_reference(capsys):

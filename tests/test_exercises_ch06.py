@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vqvae_lib.exercises import Incorrect
-from vqvae_lib.exercises.ch06 import (check_bits_per_code, check_mask, reference_bits_per_code,
-                                      reference_mask)
+from vqvae_lib.exercises.ch06 import check_bits_per_code, check_mask, reference_bits_per_code, reference_mask
 
 
 def test_reference_mask_values():

@@ -75,7 +75,7 @@ def check_bits_per_code(answer, verbose: bool = True) -> bool:
         got = float(got)
         want = reference_bits_per_code(logits, codes)
 
-        def near(x):
+        def near(x, got=got):
             return math.isclose(got, x, rel_tol=REL_TOL)
 
         hint = f"{what}: expected {want:.4f} bits per code, got {got:.4f}"
