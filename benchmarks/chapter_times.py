@@ -23,13 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The figure shown per chapter: (glue key, how to print it, what it is). A missing key prints "-".
 KEY_FIGURES = {
-    "01": ("ch1_test_bpd", "{:.3f}", "VAE bound, bits per dimension"),
-    "02": ("ch2_all_remedies_nmse", "{:.3f}", "all remedies' test NMSE"),
-    "03": ("ch3_correct_nmse", "{:.3f}", "correct model's test NMSE"),
-    "04": ("ch4_default_beta_nmse", "{:.3f}", "test NMSE at beta = 0.25"),
+    "01": ("ch1_test_bpd", "{:.3f}", "VAE's test bound, bits per dimension"),
+    "02": ("ch2_best_nmse", "{:.3f}", "best collapse remedy's test NMSE"),
+    "03": ("ch3_mean_image_nmse", "{:.3f}", "NMSE of the mean image (the bug's floor)"),
+    "04": ("ch4_nmse_best", "{:.3f}", "best beta's test NMSE"),
     "05": ("ch5_test_nmse", "{:.4f}", "test NMSE"),
-    "06": ("ch6_prior_bits", "{:.2f}", "prior's test bits per code"),
-    "07": ("ch7_atlas_ms", "{:.0f} ms", "atlas update"),
+    "06": ("ch6_label_bound", "{:.3f}", "most a label can save, bits per code"),
+    "07": ("ch7_prior_bits", "{:.2f}", "prior's test bits per code"),
 }
 
 

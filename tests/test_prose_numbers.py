@@ -90,3 +90,21 @@ def test_recogniser_catches_typed_figures_and_spares_constants():
 def test_no_hand_typed_figures(page):
     found = [f for cell in markdown_cells(page) for f in prose_figures(cell)]
     assert not found, f"{page.name} states run-dependent figures by hand; glue them:\n" + "\n".join(found)
+
+
+GLUE_ROLE = re.compile(r"\{glue(?::text|:md|:any|:math)?\}`([^`]+)`")
+GLUE_CALL = re.compile(r"""glue\(\s*(f?)["']([^"']+)["']""")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_every_pasted_figure_is_glued(page):
+    """A {glue:text} reference to a key that no cell glues would fail the book's -W build: catch it here."""
+    cells = json.loads(page.read_text())["cells"]
+    wanted = {m.group(1).split("::")[-1].rsplit(":", 1)[0] if ":" in m.group(1).split("::")[-1] else m.group(1)
+              for c in cells if c["cell_type"] == "markdown" for m in GLUE_ROLE.finditer("".join(c["source"]))}
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    literal = {m.group(2) for m in GLUE_CALL.finditer(code) if not m.group(1)}
+    templates = [re.compile(re.sub(r"\\\{[^}]*\\\}", ".+", re.escape(m.group(2))) + "$")
+                 for m in GLUE_CALL.finditer(code) if m.group(1)]  # glue(f"ch7_remedy_{n}_{name}", ...)
+    missing = {k for k in wanted if k not in literal and not any(t.match(k) for t in templates)}
+    assert not missing, f"{page.name} pastes keys that no cell glues: {sorted(missing)}"
