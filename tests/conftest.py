@@ -23,3 +23,26 @@ def vqvae():
     torch.manual_seed(0)
     return VQVAE(num_codes=SMALL_VQVAE_CODES, code_dim=4, hidden_channels=16, res_channels=8,
                  num_res_layers=1).eval()
+
+
+def rejects_under_python_O(module: str, check: str, wrong: str, imports: str = "import torch") -> None:
+    """Run ``check(wrong)`` from ``vqvae_lib.exercises.<module>`` in a ``python -O`` subprocess (asserts
+    stripped) and fail unless it raises ``Incorrect``: a check must not rely on ``assert``."""
+    import subprocess
+    import sys
+
+    script = "\n".join([
+        imports,
+        "from vqvae_lib.exercises import Incorrect",
+        f"from vqvae_lib.exercises.{module} import {check}",
+        'assert False, "asserts must be off under -O"',
+        "try:",
+        f"    {check}({wrong}, verbose=False)",
+        "except Incorrect as err:",
+        '    print("rejected:", err)',
+        "else:",
+        '    raise SystemExit("accepted a wrong answer")',
+    ])
+    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "rejected:" in run.stdout

@@ -1,11 +1,9 @@
 """The chapter 2 checks accept a right answer and reject common wrong ones with a hint."""
 import math
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
+from conftest import rejects_under_python_O
 
 from vqvae_lib.exercises import Incorrect
 from vqvae_lib.exercises.ch02 import check_nearest_code, check_perplexity
@@ -79,18 +77,4 @@ WRONG_UNDER_O = {
 
 @pytest.mark.parametrize("check", sorted(WRONG_UNDER_O))
 def test_checks_reject_wrong_answers_under_python_O(check):
-    script = textwrap.dedent(f"""
-        import torch
-        from vqvae_lib.exercises import Incorrect
-        from vqvae_lib.exercises.ch02 import {check}
-        assert False, "asserts must be off under -O"
-        try:
-            {check}({WRONG_UNDER_O[check]})
-        except Incorrect as err:
-            print("rejected:", err)
-        else:
-            raise SystemExit("accepted a wrong answer")
-    """)
-    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "rejected:" in run.stdout
+    rejects_under_python_O("ch02", check, WRONG_UNDER_O[check])

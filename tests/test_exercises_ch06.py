@@ -1,12 +1,10 @@
 """Chapter 6's checks accept the right mask and bits per code and reject common mistakes."""
 import math
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import rejects_under_python_O
 
 from vqvae_lib.exercises import Incorrect
 from vqvae_lib.exercises.ch06 import check_bits_per_code, check_mask, reference_bits_per_code, reference_mask
@@ -100,19 +98,4 @@ WRONG_UNDER_O = {
 
 @pytest.mark.parametrize("check", sorted(WRONG_UNDER_O))
 def test_checks_reject_wrong_answers_under_python_O(check):
-    script = textwrap.dedent(f"""
-        import torch
-        import torch.nn.functional as F
-        from vqvae_lib.exercises import Incorrect
-        from vqvae_lib.exercises.ch06 import {check}
-        assert False, "asserts must be off under -O"
-        try:
-            {check}({WRONG_UNDER_O[check]}, verbose=False)
-        except Incorrect as err:
-            print("rejected:", err)
-        else:
-            raise SystemExit("accepted a wrong answer")
-    """)
-    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "rejected:" in run.stdout
+    rejects_under_python_O("ch06", check, WRONG_UNDER_O[check], imports="import torch\nimport torch.nn.functional as F")
