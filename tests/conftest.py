@@ -25,24 +25,45 @@ def vqvae():
                  num_res_layers=1).eval()
 
 
-def rejects_under_python_O(module: str, check: str, wrong: str, imports: str = "import torch") -> None:
-    """Run ``check(wrong)`` from ``vqvae_lib.exercises.<module>`` in a ``python -O`` subprocess (asserts
-    stripped) and fail unless it raises ``Incorrect``: a check must not rely on ``assert``."""
+def rejects_under_python_O(module: str, wrong: dict, setup: str = "import torch") -> None:
+    """Run every check of ``vqvae_lib.exercises.<module>`` on a wrong answer in one ``python -O`` subprocess
+    (asserts stripped) and fail unless each raises ``Incorrect`` with its hint: a check must not rely on
+    ``assert``, and none may go untested.
+
+    wrong: {check name: [(arguments before ``verbose=False``, as source; a regex the hint must match), ...]}.
+    setup: source run first (imports, small models the arguments name).
+    """
+    import os
     import subprocess
     import sys
+    import tempfile
+    from pathlib import Path
 
     script = "\n".join([
-        imports,
+        setup,
+        "import re",
         "from vqvae_lib.exercises import Incorrect",
-        f"from vqvae_lib.exercises.{module} import {check}",
-        'assert False, "asserts must be off under -O"',
-        "try:",
-        f"    {check}({wrong}, verbose=False)",
-        "except Incorrect as err:",
-        '    print("rejected:", err)',
-        "else:",
-        '    raise SystemExit("accepted a wrong answer")',
+        f"from vqvae_lib.exercises import {module} as chapter",
+        "if __debug__:",
+        '    raise SystemExit("asserts are on: run under python -O")',
+        f"cases = {wrong!r}",
+        'checks = sorted(name for name in dir(chapter) if name.startswith("check_"))',
+        "if checks != sorted(cases):",
+        '    raise SystemExit(f"checks without a wrong answer to refuse: {sorted(set(checks) - set(cases))}")',
+        "for name, answers in cases.items():",
+        "    for args, hint in answers:",
+        "        try:",
+        '            eval(f"chapter.{name}({args}, verbose=False)")',
+        "        except Incorrect as err:",
+        "            if not re.search(hint, str(err)):",
+        '                raise SystemExit(f"{name}({args}): the hint {str(err)!r} does not say {hint!r}")',
+        '            print(name, "refused")',
+        "        else:",
+        '            raise SystemExit(f"{name}({args}) accepted a wrong answer under python -O")',
     ])
-    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=120)
+    # Optimised bytecode is a cache of its own (.opt-1.pyc): keep it between runs, or torch compiles again.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "vqvae-book-pycache-O")
+    run = subprocess.run([sys.executable, "-O", "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "rejected:" in run.stdout
+    assert run.stdout.count("refused") == sum(len(answers) for answers in wrong.values()), run.stdout

@@ -70,11 +70,10 @@ def test_verbose_false_is_silent(capsys):
 
 # Under `python -O` asserts vanish: each check must still reject a wrong answer there.
 WRONG_UNDER_O = {
-    "check_nearest_code": "lambda a, b: torch.cdist(a, b).argmax(1)",
-    "check_perplexity": "lambda c: torch.tensor(float((c > 0).sum()))",
+    "check_nearest_code": [("lambda a, b: torch.cdist(a, b).argmax(1)", "")],
+    "check_perplexity": [("lambda c: torch.tensor(float((c > 0).sum()))", "")],
 }
 
 
-@pytest.mark.parametrize("check", sorted(WRONG_UNDER_O))
-def test_checks_reject_wrong_answers_under_python_O(check):
-    rejects_under_python_O("ch02", check, WRONG_UNDER_O[check])
+def test_checks_reject_wrong_answers_under_python_O():
+    rejects_under_python_O("ch02", WRONG_UNDER_O)

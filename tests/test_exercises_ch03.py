@@ -1,10 +1,7 @@
 """Chapter 3's checks accept right answers and name the mistake in wrong ones."""
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch.nn.functional as F
+from conftest import rejects_under_python_O
 
 from vqvae_lib.exercises import Incorrect
 from vqvae_lib.exercises.ch03 import (
@@ -61,26 +58,7 @@ def test_vq_losses_rejects_wrong(source, hint):
 
 
 def test_checks_reject_wrong_answers_under_python_O():
-    """Under ``python -O`` asserts vanish: every wrong answer above must still be rejected, with its hint.
-    One subprocess for all of them (importing torch dominates its time)."""
-    cases = [("check_straight_through", s, h) for s, h in STRAIGHT_THROUGH_WRONG]
-    cases += [("check_vq_losses", s, h) for s, h in VQ_LOSSES_WRONG]
-    script = textwrap.dedent(f"""
-        import re
-        import torch.nn.functional as F
-        from vqvae_lib.exercises import Incorrect
-        from vqvae_lib.exercises import ch03
-        assert False, "asserts must be off under -O"
-        for check, source, hint in {cases!r}:
-            try:
-                getattr(ch03, check)(eval(source), verbose=False)
-            except Incorrect as err:
-                if not re.search(hint, str(err)):
-                    raise SystemExit(f"{{check}}({{source}}): wrong hint {{err}}")
-            else:
-                raise SystemExit(f"{{check}} accepted {{source}}")
-        print("rejected all", len({cases!r}))
-    """)
-    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert f"rejected all {len(cases)}" in run.stdout
+    """Under ``python -O`` asserts vanish: every wrong answer above must still be rejected, with its hint."""
+    rejects_under_python_O("ch03", {"check_straight_through": STRAIGHT_THROUGH_WRONG,
+                                    "check_vq_losses": VQ_LOSSES_WRONG},
+                           setup="import torch.nn.functional as F")

@@ -1,6 +1,8 @@
 """Chapter 5's check accepts a right training step and names the mistake in wrong ones."""
 import pytest
+from conftest import rejects_under_python_O
 
+from vqvae_lib.exercises import Incorrect
 from vqvae_lib.exercises.ch05 import check_training_step, reference_training_step
 
 
@@ -39,7 +41,7 @@ def make_step(loss_fn, zero_grad=True, backward=True):
     (lambda model, x, opt: None, "None"),
 ])
 def test_rejects_wrong_steps(step, hint):
-    with pytest.raises(AssertionError, match=hint):
+    with pytest.raises(Incorrect, match=hint):
         check_training_step(step, verbose=False)
 
 
@@ -52,10 +54,21 @@ def test_rejects_double_codebook_term():
         loss.backward()
         opt.step()
         return loss
-    with pytest.raises(AssertionError, match="codebook"):
+    with pytest.raises(Incorrect, match="codebook"):
         check_training_step(step, verbose=False)
 
 
 def test_prints_verdict(capsys):
     check_training_step(reference_training_step)
     assert "Correct!" in capsys.readouterr().out
+
+
+def test_check_rejects_a_wrong_step_under_python_O():
+    """Under ``python -O`` asserts vanish: the check must still refuse a step that only reconstructs."""
+    rejects_under_python_O("ch05", {"check_training_step": [("STEP", "VQ-VAE loss")]},
+                           setup="\n".join(["def STEP(model, x, opt):",
+                                            "    loss = model(x).recon_loss",
+                                            "    opt.zero_grad()",
+                                            "    loss.backward()",
+                                            "    opt.step()",
+                                            "    return loss"]))

@@ -1,14 +1,8 @@
 """Chapter 7's checks accept right answers and refuse wrong ones (also under ``python -O``)."""
-import os
-import subprocess
-import sys
-import tempfile
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL_VQVAE_CODES
+from conftest import SMALL_VQVAE_CODES, rejects_under_python_O
 
 from vqvae_lib import GatedPixelCNN
 from vqvae_lib.exercises import Incorrect, ch07
@@ -16,7 +10,6 @@ from vqvae_lib.seeding import seeded
 from vqvae_lib.widgets import REMEDIES, decoder_reach
 
 K = SMALL_VQVAE_CODES
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -143,48 +136,25 @@ def test_stubs_raise_not_implemented(vqvae, images, confident_prior):
             check(stub, *args)
 
 
-OPTIMIZED_SCRIPT = textwrap.dedent("""
-    import torch
-    from vqvae_lib import VQVAE, GatedPixelCNN
-    from vqvae_lib.exercises import Incorrect, ch07
-    from vqvae_lib.seeding import seeded
-
-    with seeded(0):
-        vqvae = VQVAE(num_codes=16, code_dim=4, hidden_channels=16, res_channels=8, num_res_layers=1).eval()
-        prior = GatedPixelCNN(16, hidden_channels=8, num_layers=2, num_classes=10).eval()
-    images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    wrong = {
-        "check_dead_codes": (lambda v, x: None, vqvae, images),
-        "check_edit_reach": (lambda L: 4, vqvae),
-        # a small playground (8 codes, 50 points, 20 steps) where only k-means init revives 3/4 of the codes
-        "check_remedies": (lambda: {"ema"}, 20, 50, 8),
-        "check_kl_from_distance": (lambda d, s: d ** 2 / s ** 2,),
-        "check_temperature": (lambda: "warmer", vqvae, prior, (7, 7)),
-    }
-    checks = sorted(name for name in dir(ch07) if name.startswith("check_"))
-    if __debug__:
-        raise SystemExit("run me with python -O")
-    if checks != sorted(wrong):
-        raise SystemExit(f"untested checks: {sorted(set(checks) - set(wrong))}")
-    for name, (answer, *args) in wrong.items():
-        try:
-            getattr(ch07, name)(answer, *args, verbose=False)
-        except Incorrect:
-            print(f"{name}: refused")
-        else:
-            raise SystemExit(f"{name} accepted a wrong answer under python -O")
-""")
+SETUP_UNDER_O = """
+import torch
+from vqvae_lib import VQVAE, GatedPixelCNN
+from vqvae_lib.seeding import seeded
+with seeded(0):
+    vqvae = VQVAE(num_codes=16, code_dim=4, hidden_channels=16, res_channels=8, num_res_layers=1).eval()
+    prior = GatedPixelCNN(16, hidden_channels=8, num_layers=2, num_classes=10).eval()
+images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+"""
+WRONG_UNDER_O = {
+    "check_dead_codes": [("lambda v, x: None, vqvae, images", "")],
+    "check_edit_reach": [("lambda L: 4, vqvae", "")],
+    # a small playground (8 codes, 50 points, 20 steps) where only k-means init revives 3/4 of the codes
+    "check_remedies": [("lambda: {'ema'}, 20, 50, 8", "")],
+    "check_kl_from_distance": [("lambda d, s: d ** 2 / s ** 2", "")],
+    "check_temperature": [("lambda: 'warmer', vqvae, prior, (7, 7)", "")],
+}
 
 
 def test_every_check_refuses_a_wrong_answer_under_python_O():
-    """``python -O`` strips assert statements: the checks must refuse wrong answers without them.
-
-    Optimised bytecode is a separate cache (``.opt-1.pyc``): without one, torch and the modules its
-    optimizers import on their first step are compiled again on every run (a minute on a busy machine),
-    so the subprocess may keep its bytecode in a cache of its own under the temporary directory."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "vqvae-book-pycache-O")
-    run = subprocess.run([sys.executable, "-O", "-c", OPTIMIZED_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count("refused") == 5, run.stdout
+    """``python -O`` strips assert statements: the checks must refuse wrong answers without them."""
+    rejects_under_python_O("ch07", WRONG_UNDER_O, setup=SETUP_UNDER_O)

@@ -11,7 +11,9 @@ import math
 
 import torch
 
+from ..seeding import seeded
 from ..vqvae import VQVAE
+from . import Incorrect, correct, require
 
 
 def reference_training_step(model: VQVAE, x: torch.Tensor, opt: torch.optim.Optimizer) -> torch.Tensor:
@@ -44,10 +46,9 @@ def _same(a: dict, b: dict, prefix: str) -> bool:
 
 
 def check_training_step(fn, verbose: bool = True) -> bool:
-    """Check ``fn(model, x, opt) -> loss``: one VQ-VAE training step. Raises AssertionError with a hint."""
+    """Check ``fn(model, x, opt) -> loss``: one VQ-VAE training step. Raises :class:`Incorrect` with a hint."""
     g = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         ref = _tiny_model()
     yours = copy.deepcopy(ref)
     # Plain SGD: the update is then proportional to the gradient, so any missing term shows.
@@ -58,30 +59,25 @@ def check_training_step(fn, verbose: bool = True) -> bool:
         x = torch.rand(4, 1, 8, 8, generator=g)
         expected = float(reference_training_step(ref, x, opt_ref).detach())
         got = fn(yours, x, opt_yours)
-        if got is None:
-            raise AssertionError("your function returned None: return the loss tensor you backpropagated")
+        require(got is not None, "your function returned None: return the loss tensor you backpropagated")
         got = float(got.detach() if torch.is_tensor(got) else got)
         w_ref, w_yours = _weights(ref), _weights(yours)
-        if step == 1 and not _same(w_ref, w_yours, ""):
-            raise AssertionError("the first step matched but the second did not: call opt.zero_grad() "
-                                 "before loss.backward(), otherwise the gradients of both steps add up")
-        if not _moved(start, w_yours, "") and step == 0:
-            raise AssertionError("no parameter changed: call loss.backward() and then opt.step()")
-        if step == 0 and not math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-6):
-            raise AssertionError(f"your loss is {got:.5f} but the VQ-VAE loss is {expected:.5f}: use "
-                                 "out.recon_loss + out.vq.loss (NMSE + codebook + beta * commitment)")
+        require(step == 0 or _same(w_ref, w_yours, ""),
+                "the first step matched but the second did not: call opt.zero_grad() "
+                "before loss.backward(), otherwise the gradients of both steps add up")
+        require(step > 0 or _moved(start, w_yours, ""),
+                "no parameter changed: call loss.backward() and then opt.step()")
+        require(step > 0 or math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-6),
+                f"your loss is {got:.5f} but the VQ-VAE loss is {expected:.5f}: use "
+                "out.recon_loss + out.vq.loss (NMSE + codebook + beta * commitment)")
         if not _same(w_ref, w_yours, "quantizer.codebook"):
-            if not _moved(start, w_yours, "quantizer.codebook"):
-                raise AssertionError("the codebook did not move: only the codebook term ||sg[z_e] - e||^2 "
-                                     "(inside out.vq.loss) gives it a gradient")
-            raise AssertionError("the codebook moved differently from the reference step: is the "
-                                 "codebook term ||sg[z_e] - e||^2 counted exactly once?")
-        if not _same(w_ref, w_yours, "decoder"):
-            raise AssertionError("the decoder moved differently: the reconstruction term out.recon_loss "
-                                 "is the decoder's only training signal")
-        if not _same(w_ref, w_yours, "encoder"):
-            raise AssertionError("the encoder moved differently: it needs the reconstruction gradient "
-                                 "(straight through z_q) plus beta * commitment")
-    if verbose:
-        print("Correct! Two steps match the reference update.")
-    return True
+            require(_moved(start, w_yours, "quantizer.codebook"),
+                    "the codebook did not move: only the codebook term ||sg[z_e] - e||^2 "
+                    "(inside out.vq.loss) gives it a gradient")
+            raise Incorrect("the codebook moved differently from the reference step: is the "
+                            "codebook term ||sg[z_e] - e||^2 counted exactly once?")
+        require(_same(w_ref, w_yours, "decoder"), "the decoder moved differently: the reconstruction term "
+                "out.recon_loss is the decoder's only training signal")
+        require(_same(w_ref, w_yours, "encoder"), "the encoder moved differently: it needs the reconstruction "
+                "gradient (straight through z_q) plus beta * commitment")
+    return correct(verbose, "Correct! Two steps match the reference update.")
