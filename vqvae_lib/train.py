@@ -84,10 +84,11 @@ def evaluate(model, dataset: Dataset, batch_size: int = 256, device=None) -> dic
 
 def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
           eval_data: Dataset | None = None, eval_every: int = 0, log_every: int = 10, device=None,
-          compile: bool = False, checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False,
-          seed: int = 0, progress: bool = True, history: History | None = None) -> History:
+          compile: bool = False, bf16: bool = True, checkpoint_dir=None, checkpoint_every: int = 0,
+          resume: bool = False, seed: int = 0, progress: bool = True, history: History | None = None) -> History:
     """Train ``model`` for ``steps`` optimiser steps with Adam; returns the :class:`History`.
 
+    bf16: on CUDA, run the forward pass under bf16 autocast (False: float32 throughout).
     checkpoint_dir: where ``checkpoint_every`` steps (and at the end) the model, optimiser, RNG and
       history are written (safetensors + JSON). ``resume=True`` continues from it to the same result.
     A non-finite loss stops training with a FloatingPointError; the last good checkpoint is kept.
@@ -122,7 +123,7 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
         for step in bar:
             idx = distributed.shard(batch_order(len(train_data), batch_size, step, seed))
             batch = get_batch(train_data, idx, device)
-            with autocast(device):
+            with autocast(device, bf16):
                 values = step_fn(batch)
             loss = values["loss"]
             if not torch.isfinite(loss):
