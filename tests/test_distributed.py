@@ -229,6 +229,9 @@ def test_torchrun_command_line_trains_and_rank_0_reports_once(tmp_path):
     assert metrics["recipe"]["world_size"] == 2 and metrics["steps"] == 4
     assert run.stdout.count('"test_nmse"') == 1, "only rank 0 prints the result"
     VQVAE.from_pretrained(tmp_path / "run")
+    prior = torchrun(tmp_path, "train-prior", "--preset", "ci", "--steps", "2", "--vqvae", "run", "--out", "prior")
+    assert prior.returncode == 0, prior.stderr[-2000:]
+    assert json.loads((tmp_path / "prior" / "metrics.json").read_text())["recipe"]["world_size"] == 2
 
 
 def test_torchrun_refuses_a_batch_that_does_not_split(tmp_path):
