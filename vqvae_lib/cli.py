@@ -4,6 +4,10 @@
     python -m vqvae_lib train-prior --vqvae runs/vqvae --out runs/prior
     python -m vqvae_lib sample --vqvae runs/vqvae --prior runs/prior -n 64 --out samples.png
 
+Data-parallel on several processes (NCCL on GPUs, gloo on CPUs; ``--batch-size`` is the global batch):
+
+    torchrun --nproc_per_node=2 -m vqvae_lib train-vqvae --preset cpu --out runs/vqvae
+
 A user error (unknown data set, missing or corrupt checkpoint, a bad number) prints one line,
 ``error: ...``, and exits with status 2.
 """
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .data import DatasetUnavailable
 from .presets import PRESETS
 from .recipes import DEFAULT_SEED, read_metrics, train_prior, train_vqvae
@@ -75,12 +80,16 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--data", default="mnist-5k",
                            help="mnist-5k (offline), anime-faces, cifar10, mnist, or a local folder")
             s.add_argument("--steps", type=positive_int, default=None, help="override the preset's step budget")
+            s.add_argument("--batch-size", type=positive_int, default=None,
+                           help="override the preset's batch size; the global batch under torchrun")
             s.add_argument("--compile", action="store_true", help="torch.compile the training step")
             s.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
         if name == "train-prior":
             s.add_argument("--vqvae", required=True, help="folder of a trained VQ-VAE (from train-vqvae)")
             s.add_argument("--data", default=None, help="data set to encode (default: the VQ-VAE's own)")
             s.add_argument("--steps", type=positive_int, default=None, help="override the preset's step budget")
+            s.add_argument("--batch-size", type=positive_int, default=None,
+                           help="override the preset's batch size; the global batch under torchrun")
         if name == "sample":
             s.add_argument("--vqvae", required=True, help="folder of a trained VQ-VAE")
             s.add_argument("--prior", required=True, help="folder of a prior trained on its codes")
@@ -93,14 +102,26 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
     try:
-        if a.command == "train-vqvae":
-            result = train_vqvae(a.data, a.preset, a.out, a.seed, a.steps, a.device, a.compile, a.resume)
-        elif a.command == "train-prior":
-            result = train_prior(a.vqvae, a.preset, a.out, a.data, a.seed, a.steps, a.device)
-        else:
-            result = str(sample(a.vqvae, a.prior, a.n, a.out, a.temperature, a.label, a.seed, a.device))
+        rank_device = distributed.init_from_env()  # None unless launched by torchrun
+        speaks = distributed.is_main()  # one line of output per run, not one per process
+        result = run(a, a.device or rank_device)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"error: {err}", file=sys.stderr)
         return 2
-    print(result if isinstance(result, str) else json.dumps(result, indent=2))
+    finally:
+        distributed.close()
+    if speaks:
+        print(result if isinstance(result, str) else json.dumps(result, indent=2))
     return 0
+
+
+def run(a: argparse.Namespace, device):
+    if a.command == "train-vqvae":
+        return train_vqvae(a.data, a.preset, a.out, a.seed, a.steps, device, a.compile, a.resume,
+                           batch_size=a.batch_size)
+    if a.command == "train-prior":
+        return train_prior(a.vqvae, a.preset, a.out, a.data, a.seed, a.steps, device, batch_size=a.batch_size)
+    if distributed.launched_by_torchrun():
+        raise ValueError("sample runs in one process: use python -m vqvae_lib sample, not torchrun")
+    return str(sample(a.vqvae, a.prior, a.n, a.out, a.temperature, a.label, a.seed, device))

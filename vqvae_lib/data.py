@@ -85,10 +85,11 @@ def get_batch(dataset: Dataset, idx: torch.Tensor, device) -> tuple:
     return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def iter_batches(dataset: Dataset, batch_size: int, device):
-    """The whole data set in order, as consecutive batches (the last may be smaller)."""
-    for start in range(0, len(dataset), batch_size):
-        yield get_batch(dataset, torch.arange(start, min(start + batch_size, len(dataset))), device)
+def iter_batches(dataset: Dataset, batch_size: int, device, start: int = 0, stop: int | None = None):
+    """Items ``start:stop`` (default: the whole data set) in order, as consecutive batches (the last may be smaller)."""
+    stop = len(dataset) if stop is None else stop
+    for first in range(start, stop, batch_size):
+        yield get_batch(dataset, torch.arange(first, min(first + batch_size, stop)), device)
 
 
 def split_indices(n: int, split: str, seed: int = 0) -> np.ndarray:

@@ -9,8 +9,8 @@ def resolve_device(device=None) -> torch.device:
     return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op on the CPU (float32 throughout)."""
-    if device.type == "cuda":
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (unless ``enabled=False``); a no-op on the CPU (float32 throughout)."""
+    if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from . import distributed
 from .data import iter_batches
 from .device import resolve_device
 from .quantize import perplexity_from_counts
@@ -33,15 +34,22 @@ def codebook_usage(vqvae, dataset, batch_size: int = 256, device=None) -> torch.
 
 @torch.no_grad()
 def evaluate_vqvae(vqvae, dataset, batch_size: int = 256, device=None) -> dict:
-    """Test NMSE (against the data set's own variance), perplexity and codes used over the whole split."""
+    """Test NMSE (against the data set's own variance), perplexity and codes used over the whole split.
+
+    Data-parallel: each rank evaluates its part of the split and the sums are reduced.
+    """
     device = resolve_device(device)
     vqvae.to(device).eval()
     se, n = 0.0, 0
-    counts = torch.zeros(vqvae.quantizer.num_codes, dtype=torch.long)
-    for x, _ in iter_batches(dataset, batch_size, device):
+    counts = torch.zeros(vqvae.quantizer.num_codes, dtype=torch.long, device=distributed.collective_device())
+    start, stop = distributed.shard_range(len(dataset))
+    for x, _ in iter_batches(dataset, batch_size, device, start, stop):
         out = vqvae(x)
         se += float(((out.x_recon.float() - x) ** 2).sum())
         n += x.numel()
-        counts += torch.bincount(out.vq.indices.flatten().cpu(), minlength=len(counts))
+        counts += torch.bincount(out.vq.indices.flatten(), minlength=len(counts)).to(counts.device)
+    if stop - start < len(dataset):
+        se, n = distributed.sum_over_ranks(se, n)
+        distributed.all_reduce_sum_(counts)
     return {"nmse": se / n / dataset.variance(), "perplexity": float(perplexity_from_counts(counts)),
             "codes_used": int((counts > 0).sum()), "num_codes": len(counts)}

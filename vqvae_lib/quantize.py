@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .checkpoint import register_to_config
 from .seeding import generator as seeded_generator
 
@@ -137,6 +138,12 @@ class VectorQuantizer(nn.Module):
         output of the current batch (its EMA state too). 0 disables.
     seed: the k-means++ and restart draws come from generators seeded by (seed, update number),
       never from the global RNG, so a run and its resumed copy draw the same.
+
+    Data-parallel training (:mod:`vqvae_lib.distributed`): in training mode every rank sees its slice of
+    the global batch, and the codebook state is kept identical on every rank: the code counts (hence
+    perplexity, EMA counts and the "unused" decision) and the EMA sums are summed over the ranks, and
+    k-means and restarts draw from the gathered encoder outputs of the whole global batch with the
+    same generator; the k-means result is broadcast from rank 0.
     """
 
     @register_to_config
@@ -184,6 +191,7 @@ class VectorQuantizer(nn.Module):
                 idx = nearest_code(flat, self.codebook)
                 counts = torch.bincount(idx, minlength=self.num_codes)
                 if self.training:
+                    distributed.all_reduce_sum_(counts)  # the global batch's usage
                     self._update(flat, idx, counts)
             idx = idx.view(B, H, W)
             z_q, codebook_loss, commitment_loss = StraightThrough.apply(z, self.codebook, idx)
@@ -195,13 +203,14 @@ class VectorQuantizer(nn.Module):
     def _maybe_init(self, flat: torch.Tensor) -> None:
         if bool(self.initialized):
             return
-        self.set_codes(kmeans(flat, self.num_codes, self._generator()))
+        centroids = kmeans(distributed.all_gather_cat(flat), self.num_codes, self._generator())
+        self.set_codes(distributed.broadcast_(centroids))  # GPU sums may differ in the last bit
         self.initialized.fill_(True)
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
         if self.ema:
-            sums = code_sums(idx, flat, self.num_codes)
+            sums = distributed.all_reduce_sum_(code_sums(idx, flat, self.num_codes))
             self.ema_count.mul_(self.decay).add_(counts.float(), alpha=1 - self.decay)
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             n = self.ema_count.sum()
@@ -209,7 +218,9 @@ class VectorQuantizer(nn.Module):
             self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
         if self.restart_after > 0:
             self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
-            self.restart_codes(self.steps_unused >= self.restart_after, flat)
+            dead = self.steps_unused >= self.restart_after
+            if dead.any():  # the same decision on every rank: the counts are global
+                self.restart_codes(dead, distributed.all_gather_cat(flat))
         self.num_updates.add_(1)
 
     def _generator(self) -> torch.Generator:

@@ -5,6 +5,7 @@ data and seed give bitwise-identical weights on the CPU (with the same torch ver
 threads: the threads split the convolutions' sums differently), whether a chapter trains the model, a
 later chapter reuses it, or the command line trains it. ``trained_vqvae`` / ``trained_prior`` reuse a run
 saved under ``root`` when its recipe (preset settings, data, seed) matches, and train it otherwise.
+Under ``torchrun`` the recipes train data-parallel (:mod:`vqvae_lib.distributed`); only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
+from . import distributed
 from .data import load_images
 from .metrics import encode_dataset, evaluate_vqvae
 from .pixelcnn import GatedPixelCNN
@@ -40,37 +42,45 @@ def build_prior(preset: dict, num_codes: int, num_classes: int | None, seed: int
         return GatedPixelCNN(num_codes, num_classes=num_classes, **preset["prior"]["model"])
 
 
-def train_settings(preset: dict, part: str, steps: int | None = None) -> dict:
-    """The preset's ``train`` settings for ``part`` ("vqvae", "prior", "vae"), with ``steps`` overridden if given."""
-    settings = dict(preset[part]["train"])
-    if steps is not None:
-        settings["steps"] = steps
-    return settings
+def train_settings(preset: dict, part: str, steps: int | None = None, batch_size: int | None = None) -> dict:
+    """The preset's ``train`` settings for ``part`` ("vqvae", "prior", "vae"), with ``steps`` and
+    ``batch_size`` overridden where given."""
+    overrides = {"steps": steps, "batch_size": batch_size}
+    return {**preset[part]["train"], **{k: v for k, v in overrides.items() if v is not None}}
 
 
-def recipe(preset: dict, part: str, data: str, seed: int, steps: int | None = None) -> dict:
+def recipe(preset: dict, part: str, data: str, seed: int, steps: int | None = None,
+           batch_size: int | None = None) -> dict:
     """Everything that determines a run's weights; a saved run is reused only when this matches."""
     return {"preset": preset["name"], "data": data, "seed": seed, "cpu_threads": torch.get_num_threads(),
-            "model": preset[part]["model"], "train": train_settings(preset, part, steps)}
+            "world_size": distributed.world_size(), "model": preset[part]["model"],
+            "train": train_settings(preset, part, steps, batch_size)}
 
 
 def train_vqvae(data: str, preset: str | None, out, seed: int = DEFAULT_SEED, steps: int | None = None,
-                device=None, compile: bool = False, resume: bool = False, progress: bool = True) -> dict:
+                device=None, compile: bool = False, resume: bool = False, progress: bool = True,
+                batch_size: int | None = None) -> dict:
     """Train the preset's VQ-VAE on ``data``; writes the model and ``metrics.json`` to ``out``, returns the metrics."""
     p = get_preset(preset)
     train_set, test_set = load_images(data, "train"), load_images(data, "test")
     model = build_vqvae(p, train_set, seed)
     out = Path(out)
-    history = train(model, train_set, **train_settings(p, "vqvae", steps), seed=seed, device=device,
+    history = train(model, train_set, **train_settings(p, "vqvae", steps, batch_size), seed=seed, device=device,
                     compile=compile, checkpoint_dir=out / "checkpoint", resume=resume, progress=progress)
-    model.save_pretrained(out)
     test = evaluate_vqvae(model, test_set, device=device)
-    metrics = {"recipe": recipe(p, "vqvae", data, seed, steps),
+    metrics = {"recipe": recipe(p, "vqvae", data, seed, steps, batch_size),
                "steps": history.train_steps[-1] if history.train_steps else 0,
                "test_nmse": test["nmse"], "test_perplexity": test["perplexity"],
                "codes_used": test["codes_used"], "num_codes": test["num_codes"]}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_run(model, out, metrics)
     return metrics
+
+
+def save_run(model, out, metrics: dict) -> None:
+    """Write the trained model and its ``metrics.json`` to ``out`` (on the main rank only)."""
+    if distributed.is_main():
+        model.save_pretrained(out)
+        (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
 def code_datasets(vqvae: VQVAE, data: str, device=None) -> dict:
@@ -83,7 +93,7 @@ def code_datasets(vqvae: VQVAE, data: str, device=None) -> dict:
 
 
 def train_prior(vqvae_dir, preset: str | None, out, data: str | None = None, seed: int = DEFAULT_SEED,
-                steps: int | None = None, device=None, progress: bool = True) -> dict:
+                steps: int | None = None, device=None, progress: bool = True, batch_size: int | None = None) -> dict:
     """Encode ``data`` with the VQ-VAE saved in ``vqvae_dir`` and fit the preset's gated PixelCNN to the grids."""
     p = get_preset(preset)
     vqvae = VQVAE.from_pretrained(vqvae_dir)
@@ -92,13 +102,13 @@ def train_prior(vqvae_dir, preset: str | None, out, data: str | None = None, see
     codes = code_datasets(vqvae, data, device)
     labels = codes["train"].tensors[1]
     prior = build_prior(p, vqvae.quantizer.num_codes, int(labels.max()) + 1, seed)
-    train(prior, codes["train"], **train_settings(p, "prior", steps), seed=seed, device=device, progress=progress)
-    prior.save_pretrained(out)
-    metrics = {"recipe": recipe(p, "prior", data, seed, steps),
+    train(prior, codes["train"], **train_settings(p, "prior", steps, batch_size), seed=seed, device=device,
+          progress=progress)
+    metrics = {"recipe": recipe(p, "prior", data, seed, steps, batch_size),
                "grid_shape": list(codes["test"].tensors[0].shape[1:]),
                "test_bits_per_code": evaluate(prior, codes["test"], device=device)["bits_per_code"],
                "uniform_bits_per_code": math.log2(vqvae.quantizer.num_codes)}
-    (Path(out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_run(prior, out, metrics)
     return metrics
 
 

@@ -2,7 +2,9 @@
 
 Any model with ``training_step(batch) -> dict`` (a ``"loss"`` tensor plus scalars to log) trains here,
 on CPU or CUDA (bf16 autocast on CUDA, optional ``torch.compile``), with a step budget, periodic
-evaluation, a ``tqdm.auto`` bar, checkpoints and exact resume.
+evaluation, a ``tqdm.auto`` bar, checkpoints and exact resume. Under ``torchrun`` the same loop is
+data-parallel (:mod:`vqvae_lib.distributed`): ``batch_size`` is the global batch, each rank trains on
+its slice, gradients are averaged, and only rank 0 writes checkpoints and shows the bar.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import read_json, read_safetensors
 from .data import get_batch, iter_batches
 from .device import autocast, resolve_device
@@ -56,34 +59,48 @@ def batch_order(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, dataset: Dataset, batch_size: int = 256, device=None) -> dict:
-    """Mean of ``training_step``'s scalars over a whole dataset, in eval mode (weighted by batch size)."""
+    """Mean of ``training_step``'s scalars over a whole dataset, in eval mode (weighted by batch size).
+
+    Data-parallel: each rank evaluates its part of the dataset and the sums are reduced.
+    """
     device = resolve_device(device)
     was_training = model.training
     model.eval()
     totals, n = {}, 0
-    for batch in iter_batches(dataset, batch_size, device):
+    start, stop = distributed.shard_range(len(dataset))
+    for batch in iter_batches(dataset, batch_size, device, start, stop):
         with autocast(device):
             values = model.training_step(batch)
         for k, v in values.items():
             totals[k] = totals.get(k, 0.0) + float(v) * len(batch[0])
         n += len(batch[0])
     model.train(was_training)
+    if stop - start < len(dataset):  # sharded: sum the ranks' parts
+        keys = sorted(totals)
+        *sums, n = distributed.sum_over_ranks(*(totals[k] for k in keys), n)
+        totals = dict(zip(keys, sums))
     return {k: v / n for k, v in totals.items()}
 
 
 def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
           eval_data: Dataset | None = None, eval_every: int = 0, log_every: int = 10, device=None,
-          compile: bool = False, checkpoint_dir=None, checkpoint_every: int = 0, resume: bool = False,
-          seed: int = 0, progress: bool = True, history: History | None = None) -> History:
+          compile: bool = False, bf16: bool = True, checkpoint_dir=None, checkpoint_every: int = 0,
+          resume: bool = False, seed: int = 0, progress: bool = True, history: History | None = None) -> History:
     """Train ``model`` for ``steps`` optimiser steps with Adam; returns the :class:`History`.
 
+    bf16: on CUDA, run the forward pass under bf16 autocast (False: float32 throughout).
     checkpoint_dir: where ``checkpoint_every`` steps (and at the end) the model, optimiser, RNG and
       history are written (safetensors + JSON). ``resume=True`` continues from it to the same result.
     A non-finite loss stops training with a FloatingPointError; the last good checkpoint is kept.
+    Under torchrun, ``batch_size`` is the global batch and must divide by the number of processes.
     """
     if steps < 0 or batch_size < 1 or len(train_data) == 0:
         raise ValueError(f"need steps >= 0, batch_size >= 1 and a non-empty dataset "
                          f"(got {steps}, {batch_size}, {len(train_data)} items)")
+    world, main = distributed.world_size(), distributed.is_main()
+    if batch_size % world or min(batch_size, len(train_data)) % world:
+        raise ValueError(f"the global batch size {batch_size} (dataset of {len(train_data)}) does not split "
+                         f"evenly over {world} processes")
     device = resolve_device(device)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -93,7 +110,7 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
     if resume:
         if checkpoint_dir is None:
             raise ValueError("resume=True needs a checkpoint_dir")
-        start, history, rng = load_training_state(checkpoint_dir, model, opt)
+        start, history, rng = load_training_state(checkpoint_dir, model, opt, world)
     step_fn = torch.compile(model.training_step) if compile else model.training_step
 
     # Draws inside the model's forward pass (the VAE's noise) come from the global RNG, seeded
@@ -101,11 +118,12 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
     with seeded(seed):
         if resume:
             set_rng_state(rng)
-        bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress,
+        bar = tqdm(range(start, steps), initial=start, total=steps, disable=not (progress and main),
                    desc=type(model).__name__)
         for step in bar:
-            batch = get_batch(train_data, batch_order(len(train_data), batch_size, step, seed), device)
-            with autocast(device):
+            idx = distributed.shard(batch_order(len(train_data), batch_size, step, seed))
+            batch = get_batch(train_data, idx, device)
+            with autocast(device, bf16):
                 values = step_fn(batch)
             loss = values["loss"]
             if not torch.isfinite(loss):
@@ -113,22 +131,27 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
                 raise FloatingPointError(f"loss became non-finite ({float(loss.detach())}) at step {step}{where}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(params)
             opt.step()
             done = step + 1
             if log_every and (done % log_every == 0 or done == steps):
+                values = distributed.mean_over_ranks(values)
                 history.log("train", done, values)
                 bar.set_postfix({k: f"{float(v.detach()) if torch.is_tensor(v) else v:.4g}"
                                  for k, v in values.items()})
             if eval_data is not None and eval_every and (done % eval_every == 0 or done == steps):
                 history.log("eval", done, evaluate(model, eval_data, device=device))
-            if checkpoint_dir and ((checkpoint_every and done % checkpoint_every == 0) or done == steps):
-                save_training_state(checkpoint_dir, model, opt, done, history)
+            if main and checkpoint_dir and ((checkpoint_every and done % checkpoint_every == 0) or done == steps):
+                save_training_state(checkpoint_dir, model, opt, done, history, world)
     model.eval()
     return history
 
 
-def save_training_state(directory, model, opt, step: int, history: History) -> None:
-    """Write model (save_pretrained), optimiser tensors, RNG state and history; atomically replaced."""
+def save_training_state(directory, model, opt, step: int, history: History, world_size: int = 1) -> None:
+    """Write model (save_pretrained), optimiser tensors, RNG state and history; atomically replaced.
+
+    world_size: the number of data-parallel processes, recorded so a resume can insist on the same.
+    """
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -141,20 +164,28 @@ def save_training_state(directory, model, opt, step: int, history: History) -> N
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
     (tmp / "trainer_state.json").write_text(json.dumps(
-        {"step": step, "param_groups": groups, "history": history.to_dict()}))
+        {"step": step, "world_size": world_size, "param_groups": groups, "history": history.to_dict()}))
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
 
 
-def load_training_state(directory, model, opt) -> tuple[int, History, dict]:
-    """Load model and optimiser state in place; returns (step, history, saved RNG state)."""
+def load_training_state(directory, model, opt, world_size: int = 1) -> tuple[int, History, dict]:
+    """Load model and optimiser state in place; returns (step, history, saved RNG state).
+
+    A checkpoint written by a run with another number of processes is refused: the batches each
+    rank saw, and so the exact continuation, depend on it.
+    """
     directory = Path(directory)
+    meta = read_json(directory / "trainer_state.json", "trainer state")
+    saved_world = meta.get("world_size", 1)
+    if saved_world != world_size:
+        raise ValueError(f"the checkpoint in {directory} was written by a run with {saved_world} process(es), "
+                         f"this run has {world_size}: resume with --nproc_per_node={saved_world}")
     fresh = type(model).from_pretrained(directory)
     if fresh.config != model.config:
         raise ValueError(f"checkpoint in {directory} was made with config {fresh.config}, "
                          f"which does not match this model's {model.config}")
     model.load_state_dict(fresh.state_dict())
-    meta = read_json(directory / "trainer_state.json", "trainer state")
     tensors = read_safetensors(directory / "optimizer.safetensors", "optimizer state")
     state = {}
     for key, v in tensors.items():
