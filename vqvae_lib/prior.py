@@ -56,7 +56,7 @@ class GridPrior:
             raise ValueError(f"labels must be ({batch},) in [0, {self.num_classes})")
 
     def check_input(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        """indices: (B, H, W) int64 in [0, input_range()); labels: (B,) int64 in [0, num_classes) or None."""
+        """indices: (B, H, W) int64 in [0, input_range()); labels: (B,) in [0, num_classes), or None."""
         if indices.dim() != 3 or indices.dtype != torch.long:
             raise ValueError(f"indices must be a (B, H, W) int64 grid, got {tuple(indices.shape)} {indices.dtype}")
         top = self.input_range()
