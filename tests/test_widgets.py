@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import SMALL_VQVAE_CODES
 
-from vqvae_lib import VQVAE, GatedPixelCNN
+from vqvae_lib import VQVAE, GatedPixelCNN, MaskedPrior, TransformerPrior
 from vqvae_lib.seeding import seeded
 from vqvae_lib.widgets import (
     REMEDIES,
@@ -292,6 +292,18 @@ def test_sampler_state(vqvae, prior):
         PriorSamplerState(vqvae, GatedPixelCNN(K + 1, hidden_channels=8, num_layers=2), (7, 7))
     with pytest.raises(ValueError):
         PriorSamplerState(vqvae, GatedPixelCNN(K, hidden_channels=8, num_layers=2), (7, 7)).sample(1.0, label=0)
+
+
+@pytest.mark.parametrize("cls", [TransformerPrior, MaskedPrior])
+def test_sampler_state_takes_the_transformer_priors(vqvae, cls):
+    with seeded(2):
+        other = cls(K, embed_dim=8, num_layers=1, num_heads=2, num_classes=10)
+    s = PriorSamplerState(vqvae, other, (7, 7), num_samples=4)
+    images, grids = s.sample(0.8, label=None, seed=1)  # a random class per sample
+    assert images.shape == (4, 1, 28, 28) and grids.shape == (4, 7, 7) and int(grids.max()) < K
+    assert torch.equal(s.sample(0.8, None, 1)[1], grids) and not torch.equal(s.sample(0.8, None, 2)[1], grids)
+    with pytest.raises(ValueError, match="larger than"):
+        PriorSamplerState(vqvae, other, (8, 8), num_samples=4).sample(1.0)
 
 
 def test_sampler_widget(vqvae, prior):

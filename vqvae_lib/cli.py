@@ -2,6 +2,7 @@
 
     python -m vqvae_lib train-vqvae --data mnist-5k --preset ci --out runs/vqvae
     python -m vqvae_lib train-prior --vqvae runs/vqvae --out runs/prior
+    python -m vqvae_lib train-prior --vqvae runs/vqvae --kind transformer --out runs/prior-transformer
     python -m vqvae_lib sample --vqvae runs/vqvae --prior runs/prior -n 64 --out samples.png
 
 Data-parallel on several processes (NCCL on GPUs, gloo on CPUs; ``--batch-size`` is the global batch):
@@ -23,18 +24,17 @@ import torch
 from . import distributed
 from .data import DatasetUnavailable
 from .presets import PRESETS
-from .recipes import DEFAULT_SEED, read_metrics, train_prior, train_vqvae
+from .recipes import DEFAULT_PRIOR, DEFAULT_SEED, PRIOR_KINDS, load_prior, read_metrics, train_prior, train_vqvae
 
 USER_ERRORS = (ValueError, DatasetUnavailable, FileNotFoundError)
 
 
 def sample(vqvae_dir, prior_dir, n: int, out, temperature: float = 1.0, label: int | None = None,
            seed: int = DEFAULT_SEED, device=None) -> Path:
-    """Draw n code grids from the prior, decode them, save a PNG grid."""
+    """Draw n code grids from the prior (any kind), decode them, save a PNG grid."""
     import matplotlib
     matplotlib.use("Agg")
     from .device import resolve_device
-    from .pixelcnn import GatedPixelCNN
     from .viz import show_images
     from .vqvae import VQVAE
 
@@ -42,7 +42,7 @@ def sample(vqvae_dir, prior_dir, n: int, out, temperature: float = 1.0, label: i
         raise ValueError(f"-n must be at least 1, got {n}")
     device = resolve_device(device)
     vqvae = VQVAE.from_pretrained(vqvae_dir, map_location=device).eval()
-    prior = GatedPixelCNN.from_pretrained(prior_dir, map_location=device).eval()
+    prior = load_prior(prior_dir, map_location=device).eval()
     if prior.num_codes != vqvae.quantizer.num_codes:
         raise ValueError(f"prior models {prior.num_codes} codes but the VQ-VAE has {vqvae.quantizer.num_codes}")
     h, w = read_metrics(prior_dir)["grid_shape"]
@@ -66,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = root.add_subparsers(dest="command", required=True)
     helps = {"train-vqvae": "train a VQ-VAE with a preset; writes the model and metrics.json to --out",
-             "train-prior": "fit a gated PixelCNN to the codes of a trained VQ-VAE",
+             "train-prior": "fit a prior (gated PixelCNN, transformer or MaskGIT) to the codes of a trained VQ-VAE",
              "sample": "draw code grids from a prior and decode them into a PNG grid"}
     for name, text in helps.items():
         s = sub.add_parser(name, help=text, description=text)
@@ -87,12 +87,16 @@ def parser() -> argparse.ArgumentParser:
         if name == "train-prior":
             s.add_argument("--vqvae", required=True, help="folder of a trained VQ-VAE (from train-vqvae)")
             s.add_argument("--data", default=None, help="data set to encode (default: the VQ-VAE's own)")
+            s.add_argument("--kind", choices=sorted(PRIOR_KINDS), default=DEFAULT_PRIOR,
+                           help=f"pixelcnn (gated PixelCNN), transformer (GPT-style) or maskgit (masked, "
+                                f"parallel decoding) (default {DEFAULT_PRIOR})")
             s.add_argument("--steps", type=positive_int, default=None, help="override the preset's step budget")
             s.add_argument("--batch-size", type=positive_int, default=None,
                            help="override the preset's batch size; the global batch under torchrun")
         if name == "sample":
             s.add_argument("--vqvae", required=True, help="folder of a trained VQ-VAE")
-            s.add_argument("--prior", required=True, help="folder of a prior trained on its codes")
+            s.add_argument("--prior", required=True,
+                           help="folder of a prior trained on its codes (any --kind of train-prior)")
             s.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
             s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature > 0 (default 1)")
             s.add_argument("--label", type=int, default=None, help="class to condition on (default: none)")
@@ -121,7 +125,8 @@ def run(a: argparse.Namespace, device):
         return train_vqvae(a.data, a.preset, a.out, a.seed, a.steps, device, a.compile, a.resume,
                            batch_size=a.batch_size)
     if a.command == "train-prior":
-        return train_prior(a.vqvae, a.preset, a.out, a.data, a.seed, a.steps, device, batch_size=a.batch_size)
+        return train_prior(a.vqvae, a.preset, a.out, a.data, a.seed, a.steps, device, batch_size=a.batch_size,
+                           kind=a.kind)
     if distributed.launched_by_torchrun():
         raise ValueError("sample runs in one process: use python -m vqvae_lib sample, not torchrun")
     return str(sample(a.vqvae, a.prior, a.n, a.out, a.temperature, a.label, a.seed, device))

@@ -8,13 +8,12 @@ the blind spot of a plain stack of masked 3x3 convolutions.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import PretrainedMixin, register_to_config
+from .prior import AutoregressivePrior
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -100,8 +99,9 @@ class GatedLayer(nn.Module):
         return gate(v_pre), h_new if self.first else h + h_new
 
 
-class GatedPixelCNN(nn.Module, PretrainedMixin):
-    """Gated PixelCNN prior over code grids.
+class GatedPixelCNN(nn.Module, AutoregressivePrior, PretrainedMixin):
+    """Gated PixelCNN prior over code grids (input checks, ``nll``, ``bits_per_code`` and ``training_step``
+    from :class:`~vqvae_lib.prior.AutoregressivePrior`).
 
     forward(indices: (B, H, W) long, labels: (B,) long | None) -> logits (B, K, H, W).
     sample(n, shape=(h, w)) -> (n, h, w) long, drawn code by code in raster order.
@@ -120,18 +120,6 @@ class GatedPixelCNN(nn.Module, PretrainedMixin):
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden_channels, hidden_channels, 1), nn.ReLU(),
                                   nn.Conv2d(hidden_channels, num_codes, 1))
 
-    def check_input(self, indices, labels=None):
-        if indices.dim() != 3 or indices.dtype != torch.long:
-            raise ValueError(f"indices must be a (B, H, W) int64 grid, got {tuple(indices.shape)} {indices.dtype}")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
-            raise ValueError(f"indices must lie in [0, {self.num_codes}), got range "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
-        if labels is not None:
-            if not self.num_classes:
-                raise ValueError("labels given, but this prior was built without num_classes")
-            if labels.shape != indices.shape[:1] or labels.min() < 0 or labels.max() >= self.num_classes:
-                raise ValueError(f"labels must be ({indices.shape[0]},) in [0, {self.num_classes})")
-
     def forward(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(indices, labels)
         x = self.embed(indices).permute(0, 3, 1, 2)
@@ -139,19 +127,6 @@ class GatedPixelCNN(nn.Module, PretrainedMixin):
         for layer in self.layers:
             v, h = layer(v, h, labels)
         return self.head(h)
-
-    def nll(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean negative log-likelihood per code, in nats."""
-        return F.cross_entropy(self(indices, labels).float(), indices)
-
-    def bits_per_code(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean negative log-likelihood per code, in bits (log2 K for a uniform prior)."""
-        return self.nll(indices, labels) / math.log(2)
-
-    def training_step(self, batch) -> dict:
-        indices, labels = batch[0], batch[1] if self.num_classes else None
-        loss = self.nll(indices, labels)
-        return {"loss": loss, "bits_per_code": loss / math.log(2)}
 
     @torch.no_grad()
     def sample(self, n: int, shape: tuple[int, int], labels: torch.Tensor | None = None,

@@ -16,6 +16,9 @@ import torch
 SMALL_VQVAE = dict(num_codes=64, code_dim=16, hidden_channels=32, res_channels=16, num_res_layers=1,
                    quantizer=dict(kmeans_init=True, restart_after=20))
 CHECKPOINT_EVERY = 500
+# The priors after the PixelCNN (``train-prior --kind``): each at about the PixelCNN's parameter count in
+# its preset (K=64 codes and 10 classes for ci and cpu, K=512 for gpu), with the PixelCNN's training budget.
+# The PixelCNN's own settings are "prior"'s "model" and "train".
 
 PRESETS = {
     "ci": {
@@ -23,7 +26,11 @@ PRESETS = {
         "vqvae": {"model": SMALL_VQVAE,
                   "train": dict(steps=1500, batch_size=64, lr=2e-3, checkpoint_every=CHECKPOINT_EVERY)},
         "prior": {"model": dict(hidden_channels=32, num_layers=6),
-                  "train": dict(steps=300, batch_size=64, lr=3e-3)},
+                  "train": dict(steps=300, batch_size=64, lr=3e-3),
+                  "transformer": {"model": dict(embed_dim=48, num_layers=5, num_heads=4),
+                                  "train": dict(steps=300, batch_size=64, lr=3e-3)},
+                  "maskgit": {"model": dict(embed_dim=48, num_layers=5, num_heads=4),
+                              "train": dict(steps=300, batch_size=64, lr=3e-3)}},
         "vae": {"model": dict(latent_dim=16, hidden_channels=16), "train": dict(steps=300, batch_size=64, lr=2e-3)},
         # the chapters' side-by-side VQ-VAE runs: chapter 2's collapse remedies, chapters 3-4's comparisons
         "experiments": dict(remedy_steps=400, comparison_steps=600),
@@ -33,7 +40,11 @@ PRESETS = {
         "vqvae": {"model": SMALL_VQVAE,
                   "train": dict(steps=3000, batch_size=64, lr=2e-3, checkpoint_every=CHECKPOINT_EVERY)},
         "prior": {"model": dict(hidden_channels=64, num_layers=8),
-                  "train": dict(steps=1500, batch_size=64, lr=2e-3)},
+                  "train": dict(steps=1500, batch_size=64, lr=2e-3),
+                  "transformer": {"model": dict(embed_dim=96, num_layers=6, num_heads=4),
+                                  "train": dict(steps=1500, batch_size=64, lr=1e-3)},
+                  "maskgit": {"model": dict(embed_dim=96, num_layers=6, num_heads=4),
+                              "train": dict(steps=1500, batch_size=64, lr=1e-3)}},
         "vae": {"model": dict(latent_dim=16, hidden_channels=32), "train": dict(steps=1500, batch_size=64, lr=2e-3)},
         "experiments": dict(remedy_steps=1500, comparison_steps=1500),
     },
@@ -43,7 +54,11 @@ PRESETS = {
                                 quantizer=dict(ema=True, kmeans_init=True, restart_after=100)),
                   "train": dict(steps=10000, batch_size=128, lr=3e-4, checkpoint_every=CHECKPOINT_EVERY)},
         "prior": {"model": dict(hidden_channels=128, num_layers=12),
-                  "train": dict(steps=10000, batch_size=128, lr=1e-3)},
+                  "train": dict(steps=10000, batch_size=128, lr=1e-3),
+                  "transformer": {"model": dict(embed_dim=192, num_layers=9, num_heads=6),
+                                  "train": dict(steps=10000, batch_size=128, lr=5e-4)},
+                  "maskgit": {"model": dict(embed_dim=192, num_layers=9, num_heads=6),
+                              "train": dict(steps=10000, batch_size=128, lr=5e-4)}},
         "vae": {"model": dict(latent_dim=32, hidden_channels=64), "train": dict(steps=5000, batch_size=128, lr=1e-3)},
         "experiments": dict(remedy_steps=3000, comparison_steps=5000),
     },

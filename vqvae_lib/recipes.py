@@ -6,6 +6,9 @@ threads: the threads split the convolutions' sums differently), whether a chapte
 later chapter reuses it, or the command line trains it. ``trained_vqvae`` / ``trained_prior`` reuse a run
 saved under ``root`` when its recipe (preset settings, data, seed) matches, and train it otherwise.
 Under ``torchrun`` the recipes train data-parallel (:mod:`vqvae_lib.distributed`); only rank 0 writes.
+
+A prior is one of :data:`PRIOR_KINDS` ("pixelcnn", the default, "transformer", "maskgit"); the preset's
+PixelCNN settings are ``preset["prior"]``'s "model" and "train", another kind's are ``preset["prior"][kind]``.
 """
 from __future__ import annotations
 
@@ -17,15 +20,22 @@ import torch
 from torch.utils.data import TensorDataset
 
 from . import distributed
-from .data import load_images
+from .checkpoint import CONFIG_NAME, read_json
+from .data import iter_batches, load_images
+from .device import resolve_device
+from .maskgit import MaskedPrior
 from .metrics import encode_dataset, evaluate_vqvae
 from .pixelcnn import GatedPixelCNN
 from .presets import get_preset
 from .seeding import seeded
 from .train import evaluate, train
+from .transformer import TransformerPrior
 from .vqvae import VQVAE
 
 DEFAULT_SEED = 0
+DEFAULT_PRIOR = "pixelcnn"
+EVAL_BATCH_SIZE = 256  # as train.evaluate's
+PRIOR_KINDS = {"pixelcnn": GatedPixelCNN, "transformer": TransformerPrior, "maskgit": MaskedPrior}
 
 
 def build_vqvae(preset: dict, train_set, seed: int = DEFAULT_SEED) -> VQVAE:
@@ -36,25 +46,71 @@ def build_vqvae(preset: dict, train_set, seed: int = DEFAULT_SEED) -> VQVAE:
                      **{**cfg, "quantizer": {**cfg.get("quantizer", {}), "seed": seed}})
 
 
-def build_prior(preset: dict, num_codes: int, num_classes: int | None, seed: int = DEFAULT_SEED) -> GatedPixelCNN:
-    """The preset's untrained gated PixelCNN over ``num_codes`` codes, its weights drawn from ``seed``."""
+def part_settings(preset: dict, part: str, kind: str = DEFAULT_PRIOR) -> dict:
+    """The preset's {"model": ..., "train": ...} for ``part`` ("vqvae", "prior", "vae"); for the prior, of ``kind``."""
+    if kind not in PRIOR_KINDS:
+        raise ValueError(f"unknown prior kind {kind!r}; choose one of {sorted(PRIOR_KINDS)}")
+    return preset["prior"][kind] if part == "prior" and kind != DEFAULT_PRIOR else preset[part]
+
+
+def build_prior(preset: dict, num_codes: int, num_classes: int | None, seed: int = DEFAULT_SEED,
+                kind: str = DEFAULT_PRIOR):
+    """The preset's untrained prior of ``kind`` over ``num_codes`` codes, its weights drawn from ``seed``."""
+    settings = part_settings(preset, "prior", kind)["model"]
     with seeded(seed):
-        return GatedPixelCNN(num_codes, num_classes=num_classes, **preset["prior"]["model"])
+        return PRIOR_KINDS[kind](num_codes, num_classes=num_classes, **settings)
 
 
-def train_settings(preset: dict, part: str, steps: int | None = None, batch_size: int | None = None) -> dict:
-    """The preset's ``train`` settings for ``part`` ("vqvae", "prior", "vae"), with ``steps`` and
-    ``batch_size`` overridden where given."""
+def train_settings(preset: dict, part: str, steps: int | None = None, batch_size: int | None = None,
+                   kind: str = DEFAULT_PRIOR) -> dict:
+    """The preset's ``train`` settings for ``part`` ("vqvae", "prior", "vae"; a prior of ``kind``), with
+    ``steps`` and ``batch_size`` overridden where given."""
     overrides = {"steps": steps, "batch_size": batch_size}
-    return {**preset[part]["train"], **{k: v for k, v in overrides.items() if v is not None}}
+    return {**part_settings(preset, part, kind)["train"], **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def recipe(preset: dict, part: str, data: str, seed: int, steps: int | None = None,
-           batch_size: int | None = None) -> dict:
-    """Everything that determines a run's weights; a saved run is reused only when this matches."""
+           batch_size: int | None = None, kind: str = DEFAULT_PRIOR) -> dict:
+    """Everything that determines a run's weights; a saved run is reused only when this matches.
+    A prior other than the PixelCNN also records its ``kind``."""
+    kind_entry = {"kind": kind} if part == "prior" and kind != DEFAULT_PRIOR else {}
     return {"preset": preset["name"], "data": data, "seed": seed, "cpu_threads": torch.get_num_threads(),
-            "world_size": distributed.world_size(), "model": preset[part]["model"],
-            "train": train_settings(preset, part, steps, batch_size)}
+            "world_size": distributed.world_size(), **kind_entry,
+            "model": part_settings(preset, part, kind)["model"],
+            "train": train_settings(preset, part, steps, batch_size, kind)}
+
+
+def load_prior(directory, map_location="cpu"):
+    """Load any saved prior (a GatedPixelCNN, TransformerPrior or MaskedPrior), by the class its config.json records."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"checkpoint directory {directory} does not exist")
+    saved_class = read_json(directory / CONFIG_NAME, "checkpoint config").get("class")
+    classes = {cls.__name__: cls for cls in PRIOR_KINDS.values()}
+    if saved_class not in classes:
+        raise ValueError(f"checkpoint in {directory} holds a {saved_class}, not a prior ({', '.join(classes)})")
+    return classes[saved_class].from_pretrained(directory, map_location=map_location)
+
+
+def raster_order_bits_per_code(prior: MaskedPrior, dataset, batch_size: int = EVAL_BATCH_SIZE, device=None) -> float:
+    """The exact bits per code of decoding a masked prior one code at a time in raster order, over a
+    data set of (codes (N, h, w), labels (N,)): comparable with the autoregressive priors' bits per code."""
+    device = resolve_device(device)
+    prior.to(device).eval()
+    nats, count = 0.0, 0
+    for indices, labels in iter_batches(dataset, batch_size, device):
+        nats += float(prior.ordered_nll(indices, labels if prior.num_classes else None).sum())
+        count += indices.numel()
+    return nats / (count * math.log(2))
+
+
+def prior_test_metrics(prior, test_set, device=None) -> dict:
+    """The test split's numbers for a saved run: bits per code (autoregressive priors), or for the masked
+    prior its masked loss (nats per masked code, not a likelihood) and its exact raster-order bits per code."""
+    if not isinstance(prior, MaskedPrior):
+        return {"test_bits_per_code": evaluate(prior, test_set, device=device)["bits_per_code"]}
+    return {"test_masked_nll": evaluate(prior, test_set, device=device)["masked_nll"],
+            "test_raster_order_bits_per_code": raster_order_bits_per_code(prior, test_set, device=device)}
 
 
 def train_vqvae(data: str, preset: str | None, out, seed: int = DEFAULT_SEED, steps: int | None = None,
@@ -93,20 +149,22 @@ def code_datasets(vqvae: VQVAE, data: str, device=None) -> dict:
 
 
 def train_prior(vqvae_dir, preset: str | None, out, data: str | None = None, seed: int = DEFAULT_SEED,
-                steps: int | None = None, device=None, progress: bool = True, batch_size: int | None = None) -> dict:
-    """Encode ``data`` with the VQ-VAE saved in ``vqvae_dir`` and fit the preset's gated PixelCNN to the grids."""
+                steps: int | None = None, device=None, progress: bool = True, batch_size: int | None = None,
+                kind: str = DEFAULT_PRIOR) -> dict:
+    """Encode ``data`` with the VQ-VAE saved in ``vqvae_dir`` and fit the preset's prior of ``kind`` to the grids."""
     p = get_preset(preset)
+    part_settings(p, "prior", kind)  # an unknown kind fails before the encoding
     vqvae = VQVAE.from_pretrained(vqvae_dir)
     if data is None:  # the data the VQ-VAE was trained on
         data = read_metrics(vqvae_dir)["recipe"]["data"]
     codes = code_datasets(vqvae, data, device)
     labels = codes["train"].tensors[1]
-    prior = build_prior(p, vqvae.quantizer.num_codes, int(labels.max()) + 1, seed)
-    train(prior, codes["train"], **train_settings(p, "prior", steps, batch_size), seed=seed, device=device,
+    prior = build_prior(p, vqvae.quantizer.num_codes, int(labels.max()) + 1, seed, kind)
+    train(prior, codes["train"], **train_settings(p, "prior", steps, batch_size, kind), seed=seed, device=device,
           progress=progress)
-    metrics = {"recipe": recipe(p, "prior", data, seed, steps, batch_size),
+    metrics = {"recipe": recipe(p, "prior", data, seed, steps, batch_size, kind),
                "grid_shape": list(codes["test"].tensors[0].shape[1:]),
-               "test_bits_per_code": evaluate(prior, codes["test"], device=device)["bits_per_code"],
+               **prior_test_metrics(prior, codes["test"], device),
                "uniform_bits_per_code": math.log2(vqvae.quantizer.num_codes)}
     save_run(prior, out, metrics)
     return metrics
@@ -144,13 +202,15 @@ def trained_vqvae(preset: str | None = None, data: str | None = None, root="runs
 
 
 def trained_prior(preset: str | None = None, data: str | None = None, root="runs", seed: int = DEFAULT_SEED,
-                  progress: bool = True):
-    """(GatedPixelCNN, metrics) fitted to the codes of :func:`trained_vqvae`'s model."""
+                  progress: bool = True, kind: str = DEFAULT_PRIOR):
+    """(prior, metrics) of ``kind`` fitted to the codes of :func:`trained_vqvae`'s model, saved in
+    ``<run>/prior`` (the PixelCNN) or ``<run>/prior-<kind>``."""
     p = get_preset(preset)
     data = data or p["data"]
+    wanted = recipe(p, "prior", data, seed, kind=kind)  # an unknown kind fails before anything trains
     trained_vqvae(p["name"], data, root, seed, progress)
     base = run_dir(p, data, seed, root)
-    out = base / "prior"
-    if not _matches(out, recipe(p, "prior", data, seed)):
-        train_prior(base / "vqvae", p["name"], out, data=data, seed=seed, progress=progress)
-    return GatedPixelCNN.from_pretrained(out), read_metrics(out)
+    out = base / ("prior" if kind == DEFAULT_PRIOR else f"prior-{kind}")
+    if not _matches(out, wanted):
+        train_prior(base / "vqvae", p["name"], out, data=data, seed=seed, progress=progress, kind=kind)
+    return load_prior(out), read_metrics(out)

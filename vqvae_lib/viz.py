@@ -61,6 +61,7 @@ HISTORY_AXES = {
     "perplexity": ("perplexity (codes)", False),
     "kl": ("KL (nats per image)", True),
     "bits_per_code": ("bits per code", False),
+    "masked_nll": ("nats per masked code (not a likelihood)", False),
 }
 
 

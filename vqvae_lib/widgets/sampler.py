@@ -1,4 +1,4 @@
-"""Prior sampler: draw code grids from the PixelCNN prior, decode them, show them as a grid."""
+"""Prior sampler: draw code grids from a prior (PixelCNN, transformer or MaskGIT), decode them, show them as a grid."""
 from __future__ import annotations
 
 import ipywidgets as widgets
@@ -9,7 +9,8 @@ from .render import png, tile, to_rgb, upscale
 
 
 class PriorSamplerState:
-    """Samples of ``vqvae.decode_indices(prior.sample(...))``.
+    """Samples of ``vqvae.decode_indices(prior.sample(...))``, for any prior with ``num_codes``,
+    ``num_classes`` and ``sample(n, shape, labels=, temperature=, generator=)`` (the three in the library).
 
     grid_shape: (h, w) of the code grids the prior was trained on (e.g. ``prior_metrics["grid_shape"]``).
     ``sample(temperature, label, seed)`` -> (images (n, C, H, W), grids (n, h, w)); label None with a

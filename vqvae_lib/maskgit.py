@@ -1,0 +1,218 @@
+"""A masked (MaskGIT-style) prior over code grids: a bidirectional transformer that fills in [MASK]ed codes.
+
+MaskGIT (Chang et al. 2022) trains a non-causal transformer to predict a random subset of masked codes
+from the rest, the mask ratio drawn from a cosine schedule, and samples by *parallel decoding*: start
+from an all-[MASK] grid and, over a few rounds, commit the most confident predictions, the number left
+masked after each round following the same cosine schedule.
+
+Its training loss (cross-entropy on the masked positions) is NOT a likelihood bound and is not comparable
+with the autoregressive priors' bits per code; it is reported as ``masked_nll``. What is comparable:
+the same network used to decode one code at a time in a fixed order is an autoregressive model, so
+:meth:`MaskedPrior.ordered_bits_per_code` is an exact -log p(z) per code (in raster order by default).
+It is the likelihood of that one-code-per-step decoder, not of the few-round parallel sampler, whose
+distribution has no tractable likelihood.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import PretrainedMixin, register_to_config
+from .prior import GridPrior, draw
+from .transformer import Block, ConditionToken, GridPositions, init_weights
+
+MASKGIT_CHOICE_TEMPERATURE = 4.5  # MaskGIT's scale of the Gumbel noise on the confidences, annealed to 0
+EVAL_MASK_SEED = 0  # eval-mode masks come from a generator seeded with this, so a test loss is repeatable
+GUMBEL_EPS = 1e-20  # keeps log(-log(u)) finite when a uniform draw is 0
+
+
+def cosine_ratio(progress: torch.Tensor | float):
+    """MaskGIT's cosine schedule: the fraction of codes masked at ``progress`` in [0, 1] (1 -> 0)."""
+    return torch.cos(math.pi / 2 * progress) if torch.is_tensor(progress) else math.cos(math.pi / 2 * progress)
+
+
+def mask_schedule(step: int, steps: int, total: int) -> int:
+    """How many of ``total`` codes are still masked after ``step`` of ``steps`` decoding rounds:
+    floor(total * cos(pi/2 * step / steps)); ``total`` at step 0, 0 after the last round."""
+    if steps < 1 or not 0 <= step <= steps:
+        raise ValueError(f"need steps >= 1 and 0 <= step <= steps, got step {step} of {steps}")
+    return 0 if step == steps else math.floor(total * cosine_ratio(step / steps))
+
+
+def random_mask(batch: int, height: int, width: int, generator: torch.Generator | None = None,
+                device=None) -> torch.Tensor:
+    """MaskGIT's training masks: (batch, height, width) bool, True where a code is hidden.
+
+    Per example r ~ U(0, 1) and max(1, floor(T * cos(pi/2 * r))) of the T positions, chosen uniformly,
+    are masked. generator None draws from torch's global RNG (inside :func:`vqvae_lib.train.train`, which
+    seeds it).
+    """
+    total = height * width
+    r = torch.rand(batch, generator=generator)
+    num_masked = (total * cosine_ratio(r)).floor().long().clamp(min=1)
+    # a uniformly random subset of num_masked positions: those whose random rank is below num_masked
+    ranks = torch.rand(batch, total, generator=generator).argsort(dim=1).argsort(dim=1)
+    return (ranks < num_masked[:, None]).view(batch, height, width).to(device)
+
+
+def gumbel(shape, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard Gumbel noise of ``shape``, drawn on the CPU."""
+    u = torch.rand(shape, generator=generator, dtype=torch.float64)
+    return -torch.log(-torch.log(u + GUMBEL_EPS) + GUMBEL_EPS)
+
+
+class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
+    """MaskGIT-style prior over code grids of up to (max_height, max_width), with a [MASK] token id num_codes.
+
+    forward(indices: (B, H, W) long in [0, num_codes], num_codes = [MASK]; labels (B,) | None)
+      -> logits (B, K, H, W) over the K real codes, every position seeing every other.
+    training_step: cross-entropy on the masked positions (``masked_nll``, nats per masked code; not a
+      likelihood). sample(n, (h, w), labels, temperature, generator, steps=8) -> (n, h, w) long.
+    """
+
+    @register_to_config
+    def __init__(self, num_codes: int, max_height: int = 7, max_width: int = 7, embed_dim: int = 64,
+                 num_layers: int = 4, num_heads: int = 4, num_classes: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.num_codes, self.num_classes = num_codes, num_classes
+        self.mask_id = num_codes
+        self.max_grid = (max_height, max_width)
+        self.condition = ConditionToken(num_classes, embed_dim)
+        self.code_embed = nn.Embedding(num_codes + 1, embed_dim)  # the codes and [MASK]
+        self.positions = GridPositions(max_height, max_width, embed_dim)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, dropout, causal=False) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_codes)
+        init_weights(self, num_layers)
+
+    def input_range(self) -> int:
+        return self.num_codes + 1  # the codes and [MASK]
+
+    def check_codes(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """A grid of codes to score: (B, H, W) int64 in [0, num_codes), no [MASK]."""
+        self.check_input(indices, labels)
+        if (indices == self.mask_id).any():
+            raise ValueError(f"indices to score must be codes in [0, {self.num_codes}); "
+                             f"{self.mask_id} is [MASK]")
+
+    def forward(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_input(indices, labels)
+        B, height, width = indices.shape
+        x = self.drop(self.code_embed(indices.flatten(1)) + self.positions(height, width))
+        # the condition (class, or the start token) is one more slot that every position attends to
+        x = torch.cat([self.condition(labels, B), x], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.norm(x[:, 1:]))                      # (B, T, K), condition slot dropped
+        return logits.transpose(1, 2).reshape(B, self.num_codes, height, width)
+
+    def masked_nll(self, indices: torch.Tensor, mask: torch.Tensor,
+                   labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy (nats) of the codes at the masked positions, given the others.
+
+        indices: (B, H, W) codes; mask: (B, H, W) bool, True where hidden. Not a likelihood bound.
+        """
+        self.check_codes(indices, labels)
+        logits = self(indices.masked_fill(mask, self.mask_id), labels)
+        return F.cross_entropy(logits.float().permute(0, 2, 3, 1)[mask], indices[mask])
+
+    def training_step(self, batch) -> dict:
+        """MaskGIT's loss on a batch (indices (B, H, W), labels (B,)): ``masked_nll`` under random masks.
+
+        Training (``train()``) draws the masks from torch's global RNG, which :func:`vqvae_lib.train.train`
+        seeds around its loop (as for the VAE's noise), so a run is reproducible. In eval mode
+        (:func:`vqvae_lib.train.evaluate`) the masks come from a generator seeded with EVAL_MASK_SEED on
+        every call: a test loss is repeatable and the global RNG is not touched.
+        The loss is NOT a likelihood bound: compare priors with :meth:`ordered_bits_per_code`.
+        """
+        indices, labels = batch[0], batch[1] if self.num_classes else None
+        generator = None if self.training else torch.Generator().manual_seed(EVAL_MASK_SEED)
+        mask = random_mask(*indices.shape, generator=generator, device=indices.device)
+        loss = self.masked_nll(indices, mask, labels)
+        return {"loss": loss, "masked_nll": loss}
+
+    @torch.no_grad()
+    def ordered_nll(self, indices: torch.Tensor, labels: torch.Tensor | None = None,
+                    order: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact -log p(z) in nats per grid (B,) of decoding one code per step in ``order``.
+
+        order: (T,) a permutation of the raster positions 0..T-1 (default: raster order). Step t sees the
+        codes at order[:t] and [MASK] elsewhere and predicts the code at order[t]: a product of normalised
+        conditionals, so exp(-ordered_nll) sums to 1 over all grids. T forward passes.
+        """
+        self.check_codes(indices, labels)
+        B, height, width = indices.shape
+        total = height * width
+        order = torch.arange(total) if order is None else order
+        if sorted(order.tolist()) != list(range(total)):
+            raise ValueError(f"order must be a permutation of the {total} grid positions")
+        codes = indices.flatten(1)
+        seen = torch.full_like(codes, self.mask_id)
+        nll = torch.zeros(B, dtype=torch.float64, device=indices.device)
+        for t in order.tolist():
+            logits = self(seen.view(B, height, width), labels).flatten(2)[:, :, t]   # (B, K)
+            nll -= F.log_softmax(logits.double(), dim=1).gather(1, codes[:, t:t + 1]).squeeze(1)
+            seen[:, t] = codes[:, t]
+        return nll
+
+    def ordered_bits_per_code(self, indices: torch.Tensor, labels: torch.Tensor | None = None,
+                              order: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean exact -log2 p(z) per code of one-code-per-step decoding in ``order`` (default raster):
+        comparable with the autoregressive priors' ``bits_per_code``."""
+        return self.ordered_nll(indices, labels, order).mean() / (indices[0].numel() * math.log(2))
+
+    @torch.no_grad()
+    def sample(self, n: int, shape: tuple[int, int], labels: torch.Tensor | None = None,
+               temperature: float = 1.0, generator: torch.Generator | None = None, *, steps: int = 8,
+               choice_temperature: float = MASKGIT_CHOICE_TEMPERATURE,
+               on_round: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Draw n grids of shape (h, w) by parallel decoding in ``steps`` rounds: (n, h, w) long.
+
+        Each round predicts every masked position, draws a candidate code for each (softmax at
+        ``temperature``, with ``generator``), scores it by its log-probability plus Gumbel noise scaled by
+        choice_temperature * (1 - (s + 1) / steps) (MaskGIT's annealing; 0 turns the noise off), and
+        commits the most confident ones, leaving mask_schedule(s + 1, steps, h * w) masked. A committed
+        code never changes. on_round(s, grid (n, h, w)) is called after each round (num_codes = [MASK]).
+        """
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive whole number of decoding rounds, got {steps!r}")
+        if choice_temperature < 0:
+            raise ValueError(f"choice_temperature must be >= 0, got {choice_temperature}")
+        device = next(self.parameters()).device
+        height, width, labels = self.check_sample_args(n, shape, labels, temperature, device)
+        was_training = self.training
+        self.eval()
+        try:
+            grid = torch.full((n, height, width), self.mask_id, dtype=torch.long, device=device)
+            for s in range(steps):
+                noise = choice_temperature * (1 - (s + 1) / steps)
+                grid = self.decode_round(grid, labels, mask_schedule(s + 1, steps, height * width),
+                                         temperature, noise, generator)
+                if on_round is not None:
+                    on_round(s, grid.clone())
+            return grid
+        finally:
+            self.train(was_training)
+
+    def decode_round(self, grid: torch.Tensor, labels, keep_masked: int, temperature: float, noise: float,
+                     generator) -> torch.Tensor:
+        """One round of parallel decoding: grid (n, h, w) with [MASK]s -> the grid with all but
+        ``keep_masked`` positions per grid filled; the committed codes are left as they are."""
+        n = grid.shape[0]
+        flat = grid.flatten(1)
+        masked = flat == self.mask_id                                              # (n, T)
+        logits = self(grid, labels).flatten(2).transpose(1, 2)[masked]             # (masked, K)
+        candidates = draw(logits, temperature, generator)                          # (masked,)
+        log_p = F.log_softmax(logits.double() / temperature, dim=1).gather(1, candidates[:, None]).squeeze(1)
+        confidence = torch.full(masked.shape, math.inf, dtype=torch.float64, device=grid.device)
+        confidence[masked] = log_p + noise * gumbel(log_p.shape, generator).to(grid.device) if noise else log_p
+        # the keep_masked least confident stay masked; committed positions (+inf) are never chosen
+        stay = torch.zeros_like(masked)
+        stay.scatter_(1, confidence.argsort(dim=1, stable=True)[:, :keep_masked], True)
+        filled = torch.zeros_like(flat).masked_scatter_(masked, candidates)
+        return torch.where(masked & ~stay, filled, flat).view(n, *grid.shape[1:])
