@@ -3,13 +3,14 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from vqvae_lib import train
 from vqvae_lib.data import load_images
 from vqvae_lib.presets import get_preset
-from vqvae_lib.recipes import build_vqvae, train_settings, train_vqvae
+from vqvae_lib.recipes import build_vqvae, save_trained_vqvae, train_settings, train_vqvae, trained_vqvae
 
 # Long enough for k-means init (step 1) and dead-code restarts (the ci preset restarts after 20 steps).
 STEPS = 60
@@ -60,3 +61,25 @@ def test_the_library_neither_reads_nor_changes_the_global_rng():
     model = build_vqvae(preset, data, seed=0)
     train(model, data, steps=25, batch_size=32, seed=0, progress=False)
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_a_model_chapter_5_saves_is_the_one_later_chapters_load(tmp_path, monkeypatch):
+    """save_trained_vqvae puts chapter 5's inline model where trained_vqvae looks: loaded, not trained again."""
+    preset = get_preset("ci")
+    preset["vqvae"]["train"]["steps"] = 4
+    monkeypatch.setattr("vqvae_lib.recipes.get_preset", lambda name=None: preset)
+    train_set = load_images("mnist-5k", "train", limit=256)
+    inline = build_vqvae(preset, train_set, seed=0)
+    history = train(inline, train_set, **train_settings(preset, "vqvae"), seed=0, progress=False)
+    metrics = save_trained_vqvae(inline, history, preset, "mnist-5k", seed=0, root=tmp_path)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained_vqvae trained again instead of loading the saved model")
+
+    monkeypatch.setattr("vqvae_lib.recipes.train_vqvae", no_training)
+    loaded, loaded_metrics = trained_vqvae("ci", root=tmp_path)
+    assert loaded_metrics == metrics
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in inline.state_dict().items())
+    short = train(build_vqvae(preset, train_set, seed=0), train_set, steps=2, batch_size=32, seed=0, progress=False)
+    with pytest.raises(ValueError, match="trained for 2 steps, the ci recipe trains for 4"):
+        save_trained_vqvae(inline, short, preset, "mnist-5k", seed=0, root=tmp_path)

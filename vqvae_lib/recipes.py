@@ -123,12 +123,32 @@ def train_vqvae(data: str, preset: str | None, out, seed: int = DEFAULT_SEED, st
     out = Path(out)
     history = train(model, train_set, **train_settings(p, "vqvae", steps, batch_size), seed=seed, device=device,
                     compile=compile, checkpoint_dir=out / "checkpoint", resume=resume, progress=progress)
-    test = evaluate_vqvae(model, test_set, device=device)
-    metrics = {"recipe": recipe(p, "vqvae", data, seed, steps, batch_size),
-               "steps": history.train_steps[-1] if history.train_steps else 0,
-               "test_nmse": test["nmse"], "test_perplexity": test["perplexity"],
-               "codes_used": test["codes_used"], "num_codes": test["num_codes"]}
+    metrics = vqvae_run_metrics(model, history, test_set, p, data, seed, steps, batch_size, device)
     save_run(model, out, metrics)
+    return metrics
+
+
+def vqvae_run_metrics(model: VQVAE, history, test_set, preset: dict, data: str, seed: int,
+                      steps: int | None = None, batch_size: int | None = None, device=None) -> dict:
+    """What ``metrics.json`` records for a VQ-VAE trained by the recipe: the recipe and ``test_set``'s figures."""
+    test = evaluate_vqvae(model, test_set, device=device)
+    return {"recipe": recipe(preset, "vqvae", data, seed, steps, batch_size),
+            "steps": history.train_steps[-1] if history.train_steps else 0,
+            "test_nmse": test["nmse"], "test_perplexity": test["perplexity"],
+            "codes_used": test["codes_used"], "num_codes": test["num_codes"]}
+
+
+def save_trained_vqvae(model: VQVAE, history, preset: dict, data: str, seed: int = DEFAULT_SEED,
+                       root="runs") -> dict:
+    """Save a VQ-VAE that the caller trained exactly by the recipe (``build_vqvae`` and ``train`` with the
+    preset's settings and ``seed``, as chapter 5 does) where :func:`trained_vqvae` looks for it, so that
+    the later chapters load it instead of training the same model again. Returns the metrics."""
+    steps, wanted = (history.train_steps or [0])[-1], train_settings(preset, "vqvae")["steps"]
+    if steps != wanted:
+        raise ValueError(f"the model was trained for {steps} steps, the {preset['name']} recipe trains for "
+                         f"{wanted}: it is not the recipe's model")
+    metrics = vqvae_run_metrics(model, history, load_images(data, "test"), preset, data, seed)
+    save_run(model, run_dir(preset, data, seed, root) / "vqvae", metrics)
     return metrics
 
 
