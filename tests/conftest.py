@@ -6,7 +6,8 @@ import torch
 from vqvae_lib import VQVAE
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(2)  # CI's machine; also keeps timings comparable
+# Under pytest-xdist (`make unit`: one worker per core) each worker gets one thread; alone, CI's two.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(autouse=True)
