@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vqvae_lib import VAE, VQVAE, GatedPixelCNN, VectorQuantizer
+from vqvae_lib.sample_quality import DigitClassifier
 
 # One non-default value per argument that the round trip must carry.
 NON_DEFAULT = {
@@ -13,10 +14,11 @@ NON_DEFAULT = {
                 quantizer=dict(ema=True, decay=0.9, kmeans_init=True, restart_after=7, seed=5)),
     GatedPixelCNN: dict(num_codes=12, hidden_channels=8, num_layers=2, num_classes=3, kernel_size=5),
     VAE: dict(in_channels=3, image_size=16, latent_dim=4, hidden_channels=8, beta=2.0),
+    DigitClassifier: dict(in_channels=3, num_classes=4, feature_dim=6, channels=5),
 }
 
 
-@pytest.mark.parametrize("cls", [VQVAE, GatedPixelCNN, VAE, VectorQuantizer])
+@pytest.mark.parametrize("cls", [VQVAE, GatedPixelCNN, VAE, DigitClassifier, VectorQuantizer])
 def test_config_holds_every_constructor_argument(cls):
     args = NON_DEFAULT.get(cls, dict(num_codes=8, code_dim=3))
     model = cls(**args)
@@ -24,7 +26,7 @@ def test_config_holds_every_constructor_argument(cls):
     assert {k: model.config[k] for k in args} == args
 
 
-@pytest.mark.parametrize("cls", [VQVAE, GatedPixelCNN, VAE])
+@pytest.mark.parametrize("cls", [VQVAE, GatedPixelCNN, VAE, DigitClassifier])
 def test_round_trip_keeps_config_and_weights(cls, tmp_path):
     model = cls(**NON_DEFAULT[cls])
     loaded = cls.from_pretrained(model.save_pretrained(tmp_path / "m"))
