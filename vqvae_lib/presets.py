@@ -16,6 +16,10 @@ import torch
 SMALL_VQVAE = dict(num_codes=64, code_dim=16, hidden_channels=32, res_channels=16, num_res_layers=1,
                    quantizer=dict(kmeans_init=True, restart_after=20))
 CHECKPOINT_EVERY = 500
+# The digit classifier whose features the Fréchet distance of chapter 8 uses: the same network in every
+# preset, so its features mean the same thing; ci's budget trains it in about 10 s on one CPU thread.
+CLASSIFIER = dict(channels=16, feature_dim=64)
+
 # The priors after the PixelCNN (``train-prior --kind``): each at about the PixelCNN's parameter count in
 # its preset (K=64 codes and 10 classes for ci and cpu, K=512 for gpu), with the PixelCNN's training budget.
 # The PixelCNN's own settings are "prior"'s "model" and "train".
@@ -34,6 +38,7 @@ PRESETS = {
         "vae": {"model": dict(latent_dim=16, hidden_channels=16), "train": dict(steps=300, batch_size=64, lr=2e-3)},
         # the chapters' side-by-side VQ-VAE runs: chapter 2's collapse remedies, chapters 3-4's comparisons
         "experiments": dict(remedy_steps=400, comparison_steps=600),
+        "classifier": {"model": CLASSIFIER, "train": dict(steps=300, batch_size=64, lr=2e-3)},
     },
     "cpu": {
         "data": "mnist-5k",
@@ -47,6 +52,7 @@ PRESETS = {
                               "train": dict(steps=1500, batch_size=64, lr=1e-3)}},
         "vae": {"model": dict(latent_dim=16, hidden_channels=32), "train": dict(steps=1500, batch_size=64, lr=2e-3)},
         "experiments": dict(remedy_steps=1500, comparison_steps=1500),
+        "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
     },
     "gpu": {
         "data": "mnist-5k",
@@ -61,6 +67,7 @@ PRESETS = {
                               "train": dict(steps=10000, batch_size=128, lr=5e-4)}},
         "vae": {"model": dict(latent_dim=32, hidden_channels=64), "train": dict(steps=5000, batch_size=128, lr=1e-3)},
         "experiments": dict(remedy_steps=3000, comparison_steps=5000),
+        "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
     },
 }
 
