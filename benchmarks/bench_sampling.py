@@ -158,7 +158,7 @@ def main():
     med = [statistics.median(ts) for ts in times]
 
     print(f"\n{args.samples} samples, K={K}, untrained priors of the `cpu` preset's size, CPU, {args.threads} "
-          f"threads, torch {torch.__version__}; load average {load_before:.1f} before, "
+          f"thread{'s' * (args.threads != 1)}, torch {torch.__version__}; load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after\n")
     print(f"| prior | grid | path | seconds for {args.samples} samples | speed-up over naive |")
     print("|---|---|---|---:|---:|")
