@@ -110,3 +110,94 @@ def test_bad_labels_are_refused():
         GatedPixelCNN(10, hidden_channels=8, num_layers=2)(idx, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="labels"):
         GatedPixelCNN(10, hidden_channels=8, num_layers=2, num_classes=2)(idx, torch.tensor([0, 2]))
+
+
+# ---------------------------------------------------------------- cached sampling
+def random_prior(kernel_size=3, num_classes=None, num_codes=12, seed=0, scale=0.6):
+    """A small prior with every weight redrawn at a larger scale, so that its logits are far from
+    uniform and depend strongly on the codes seen (a wrong cache changes the draws)."""
+    torch.manual_seed(seed)
+    model = GatedPixelCNN(num_codes, hidden_channels=8, num_layers=3, num_classes=num_classes,
+                          kernel_size=kernel_size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, scale)
+    return model
+
+
+CACHE_CASES = [(3, None, (5, 9)), (3, 3, (5, 9)), (5, None, (5, 9)), (5, 3, (6, 4)), (3, 3, (1, 1)),
+               (5, None, (1, 1)), (3, None, (1, 7)), (5, 3, (7, 1))]
+
+
+@pytest.mark.parametrize("kernel_size, num_classes, shape", CACHE_CASES)
+def test_cached_and_naive_sampling_draw_the_same_codes(kernel_size, num_classes, shape):
+    model = random_prior(kernel_size, num_classes).double()
+    labels = torch.tensor([0, 2, 1, 2]) if num_classes else None
+    for seed in range(3):
+        draws = [model.sample(4, shape, labels=labels, generator=torch.Generator().manual_seed(seed), cache=cache)
+                 for cache in (True, False)]
+        assert draws[0].shape == (4, *shape) and torch.equal(draws[0], draws[1])
+    if num_classes:  # the labels reach the cached path: other labels, other codes
+        other = model.sample(4, shape, labels=torch.tensor([1, 0, 2, 0]), generator=torch.Generator().manual_seed(0))
+        assert shape == (1, 1) or not torch.equal(other, draws[0])
+
+
+@pytest.mark.parametrize("kernel_size, num_classes, shape", CACHE_CASES)
+def test_cached_logits_equal_the_full_forward(kernel_size, num_classes, shape):
+    """Teacher forcing through the cached step functions gives forward's logits at every position."""
+    model = random_prior(kernel_size, num_classes, scale=0.3)  # logits of order 1: float32 rounds to ~1e-6
+    indices = torch.randint(model.num_codes, (3, *shape), generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([2, 0, 1]) if num_classes else None
+    with torch.no_grad():
+        full = model(indices, labels)
+    cached = model._cached_logits(indices, labels)
+    assert cached.shape == full.shape and cached.dtype == torch.float32
+    assert (cached - full).abs().max() < 1e-5
+
+
+def test_sampling_defaults_to_the_cache_and_restores_training_mode():
+    model = random_prior(3, 2).train()
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    cached = model.sample(2, (3, 4), labels=1, generator=g())
+    assert model.training
+    assert torch.equal(cached, model.sample(2, (3, 4), labels=torch.tensor([1, 1]), generator=g(), cache=True))
+    assert torch.equal(cached, model.sample(2, (3, 4), labels=1, generator=g(), cache=False))
+
+
+def test_naive_path_stopped_after_some_rows_draws_those_rows_alike():
+    """The benchmark times the naive path's first rows; they are the first rows of a full draw."""
+    model = random_prior(3)
+    full = model._sample_naive(2, (4, 5), None, 1.0, torch.Generator().manual_seed(3))
+    part = model._sample_naive(2, (4, 5), None, 1.0, torch.Generator().manual_seed(3), rows=2)
+    assert torch.equal(part[:, :2], full[:, :2]) and not part[:, 2:].any()
+
+
+@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=0), "n must be"),
+    (dict(n=-2), "n must be"),
+    (dict(n=1.5), "n must be"),
+    (dict(shape=(0, 3)), "shape"),
+    (dict(shape=(3, -1)), "shape"),
+    (dict(shape=(3,)), "shape"),
+    (dict(shape=(2, 2, 2)), "shape"),
+    (dict(shape=()), "shape"),
+    (dict(shape=(2.0, 3)), "shape"),
+    (dict(temperature=0.0), "temperature"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(temperature=float("nan")), "temperature"),
+    (dict(labels=torch.tensor([0, 1])), "num_classes"),
+])
+def test_bad_sampling_arguments_are_refused(cache, kwargs, message):
+    args = dict(n=2, shape=(3, 3)) | kwargs
+    with pytest.raises(ValueError, match=message):
+        GatedPixelCNN(10, hidden_channels=8, num_layers=2).sample(**args, cache=cache)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("labels", [torch.tensor([0, 3]), torch.tensor(-1), torch.tensor([0, 1, 2]),
+                                    torch.zeros(2, 1, dtype=torch.long)])
+def test_bad_sampling_labels_are_refused(cache, labels):
+    with pytest.raises(ValueError, match="labels"):
+        GatedPixelCNN(10, hidden_channels=8, num_layers=2, num_classes=3).sample(2, (3, 3), labels=labels,
+                                                                                 cache=cache)

@@ -5,8 +5,14 @@ p(z) = prod_ij p(z_ij | z_<ij), with logits ``(B, K, H, W)`` where position (i, 
 positions before it. The gated PixelCNN (van den Oord et al. 2016) splits the receptive field
 into a vertical stack (rows above) and a horizontal stack (left in the same row), which removes
 the blind spot of a plain stack of masked 3x3 convolutions.
+
+Sampling is cached by default (in the spirit of Fast PixelCNN++, Ramachandran et al. 2017): the
+vertical stack of a row is computed once when the row is complete, and each new position computes
+only its own horizontal stack, from small caches, instead of a full pass over the grid.
 """
 from __future__ import annotations
+
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +104,76 @@ class GatedLayer(nn.Module):
         h_new = self.h_out(gate(h_pre))
         return gate(v_pre), h_new if self.first else h + h_new
 
+    # ---- cached sampling: the same layer, one row (vertical) or one position (horizontal) at a time
+    def vertical_row(self, window, c=None):
+        """The vertical stack at one row i, from this layer's cached vertical inputs above it.
+
+        window: (B, C, k//2 + 1, W + 2 * (k//2)), the layer's vertical input on rows i - k//2 .. i,
+        zero-padded as in forward. c: (B, 2C) class embedding or None. Returns the next layer's
+        vertical input at row i, (B, C, W), and ``v_to_h`` of this row, (B, W, 2C): what the
+        horizontal stack of row i + 1 adds (forward's shifted ``v_to_h(v_shift)``).
+        """
+        v_pre = self.v_conv(window)                                    # (B, 2C, 1, W)
+        to_h = self.v_to_h(v_pre)[:, :, 0].transpose(1, 2).contiguous()
+        if c is not None:
+            v_pre = v_pre + c[:, :, None, None]
+        return gate(v_pre)[:, :, 0], to_h
+
+    def step_weights(self):
+        """The horizontal stack's weights as matrices for :meth:`step`: (w_h, b_h, w_out, b_out).
+
+        w_h: (2C, taps * C) over a channels-last window of taps columns; the first layer's masked
+        column j is dropped (taps = k//2), the others keep it (taps = k//2 + 1).
+        """
+        w = self.h_conv.weight[:, :, 0]                                # (2C, C, k//2 + 1)
+        if self.first:
+            w = w[:, :, :-1]
+        w_h = w.permute(0, 2, 1).reshape(w.shape[0], -1)
+        return w_h, self.h_conv.bias, self.h_out.weight.flatten(1), self.h_out.bias
+
+    def step(self, window, h, to_h, c, weights):
+        """The horizontal stack at one position (i, j).
+
+        window: (B, taps, C), this layer's horizontal input at columns j - k//2 .. j of row i
+        (first layer: .. j - 1), channels last. h: (B, C), the input at (i, j), for the residual
+        (None for the first layer). to_h: (B, 2C), ``v_to_h`` of row i - 1 at column j. c: (B, 2C)
+        or None. weights: :meth:`step_weights`. Returns the layer's horizontal output at (i, j), (B, C).
+        """
+        w_h, b_h, w_out, b_out = weights
+        h_pre = F.linear(window.reshape(window.shape[0], -1), w_h, b_h) + to_h
+        if c is not None:
+            h_pre = h_pre + c
+        h_new = F.linear(gate(h_pre), w_out, b_out)
+        return h_new if self.first else h + h_new
+
+
+def _check_sample_args(n, shape, labels, temperature, num_classes, device):
+    """Validate sample()'s arguments; returns (h, w) and the labels as (n,) long (or None)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+    if (not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != 2
+            or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape)):
+        raise ValueError(f"shape must be (h, w), two positive whole numbers, got {shape!r}")
+    if not isinstance(temperature, numbers.Real) or not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    if labels is None:
+        return (int(shape[0]), int(shape[1])), None
+    if not num_classes:
+        raise ValueError("labels given, but this prior was built without num_classes")
+    labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+    if labels.dim() > 1 or labels.numel() not in (1, n):
+        raise ValueError(f"labels must be one class or ({n},) classes, got shape {tuple(labels.shape)}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got {labels.tolist()}")
+    return (int(shape[0]), int(shape[1])), labels.reshape(-1).expand(n).contiguous()
+
+
+def _draw(logits, temperature, generator):
+    """One code per row of logits (B, K), drawn at the temperature; the same draw in both sampling paths."""
+    probs = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.multinomial(probs.cpu() if generator is not None else probs, 1,
+                             generator=generator).squeeze(1).to(logits.device)
+
 
 class GatedPixelCNN(nn.Module, AutoregressivePrior, PretrainedMixin):
     """Gated PixelCNN prior over code grids (input checks, ``nll``, ``bits_per_code`` and ``training_step``
@@ -130,21 +206,91 @@ class GatedPixelCNN(nn.Module, AutoregressivePrior, PretrainedMixin):
 
     @torch.no_grad()
     def sample(self, n: int, shape: tuple[int, int], labels: torch.Tensor | None = None,
-               temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n grids of the given (h, w) in raster order. Returns (n, h, w) long."""
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+               temperature: float = 1.0, generator: torch.Generator | None = None,
+               cache: bool = True) -> torch.Tensor:
+        """Draw n grids of the given (h, w) in raster order. Returns (n, h, w) long.
+
+        cache=True computes per position only what that position changes (a row's vertical stack
+        once, then one position's horizontal stack per layer); cache=False runs the whole network on
+        the whole grid once per position. Both draw the same codes for the same generator.
+        """
         device = next(self.parameters()).device
-        h, w = shape
-        grid = torch.zeros(n, h, w, dtype=torch.long, device=device)
-        if labels is not None:
-            labels = torch.as_tensor(labels, dtype=torch.long, device=device).expand(n).contiguous()
+        (h, w), labels = _check_sample_args(n, shape, labels, temperature, self.num_classes, device)
         was_training = self.training
         self.eval()
+        try:
+            if cache:
+                return self._raster_cached(n, (h, w), labels,
+                                           lambda logits, i, j: _draw(logits, temperature, generator))
+            return self._sample_naive(n, (h, w), labels, temperature, generator)
+        finally:
+            self.train(was_training)
+
+    def _sample_naive(self, n, shape, labels, temperature, generator, rows=None):
+        """The uncached path: a full forward pass per position. rows: stop after that many rows
+        (the benchmark times the first rows of a large grid; every step costs the same full pass)."""
+        h, w = shape
+        grid = torch.zeros(n, h, w, dtype=torch.long, device=self.embed.weight.device)
+        for i in range(h if rows is None else min(rows, h)):
+            for j in range(w):
+                grid[:, i, j] = _draw(self(grid, labels)[:, :, i, j], temperature, generator)
+        return grid
+
+    def _head_step(self, x):
+        """The head (ReLU, 1x1 conv, ReLU, 1x1 conv) at one position: (B, C) -> logits (B, K)."""
+        for module in self.head:
+            x = F.linear(x, module.weight.flatten(1), module.bias) if isinstance(module, nn.Conv2d) else module(x)
+        return x
+
+    def _raster_cached(self, n, shape, labels, choose):
+        """Run the network position by position in raster order, from caches; returns the (n, h, w) grid.
+
+        choose(logits (n, K), i, j) -> codes (n,) picks the code at (i, j): a draw when sampling,
+        the given grid's code in teacher forcing (:meth:`_cached_logits`).
+        """
+        h, w = shape
+        p, C, L = self.layers[0].k // 2, self.embed.embedding_dim, len(self.layers)
+        ref = self.embed.weight
+        cs = [layer.class_embed(labels) if layer.class_embed is not None and labels is not None else None
+              for layer in self.layers]
+        weights = [layer.step_weights() for layer in self.layers]
+        # each layer's vertical input, zero-padded as in forward (p rows above, p columns each side):
+        # (n, C, p + h, p + w + p), row i at p + i
+        v_in = [ref.new_zeros(n, C, p + h, w + 2 * p) for _ in range(L)]
+        # each layer's horizontal input along the current row, channels last, p zero columns on the
+        # left: (n, p + w, C), column j at p + j. Columns are written before they are read, so the
+        # previous row's values never leak in and the buffers need no reset.
+        h_in = [ref.new_zeros(n, p + w, C) for _ in range(L)]
+        # v_to_h of the row above; above row 0 forward shifts in zeros, and v_to_h(0) is its bias
+        to_h = [layer.v_to_h.bias.expand(n, w, -1) for layer in self.layers]
+        grid = torch.zeros(n, h, w, dtype=torch.long, device=ref.device)
         for i in range(h):
             for j in range(w):
-                probs = torch.softmax(self(grid, labels)[:, :, i, j].float() / temperature, dim=1)
-                grid[:, i, j] = torch.multinomial(probs.cpu() if generator is not None else probs, 1,
-                                                  generator=generator).squeeze(1).to(device)
-        self.train(was_training)
+                x = None
+                for d, layer in enumerate(self.layers):  # d: the layer's depth
+                    if d > 0:
+                        h_in[d][:, p + j] = x
+                    x = layer.step(h_in[d][:, j:j + p + (not layer.first)], x, to_h[d][:, j], cs[d], weights[d])
+                grid[:, i, j] = code = choose(self._head_step(x), i, j)
+                h_in[0][:, p + j] = self.embed(code)
+            if i + 1 < h:  # row i is complete: its vertical stack, layer by layer, for the rows below
+                v_in[0][:, :, p + i, p:p + w] = self.embed(grid[:, i]).transpose(1, 2)
+                for d, layer in enumerate(self.layers):
+                    v_out, to_h[d] = layer.vertical_row(v_in[d][:, :, i:i + p + 1], cs[d])
+                    if d + 1 < L:
+                        v_in[d + 1][:, :, p + i, p:p + w] = v_out
         return grid
+
+    @torch.no_grad()
+    def _cached_logits(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing through the cached sampling path: feed the given grid code by code and collect
+        the logits each position sees, (B, K, H, W); equal to ``self(indices, labels)`` up to rounding."""
+        self.check_input(indices, labels)
+        n, h, w = indices.shape
+        logits = indices.new_zeros(n, self.num_codes, h, w, dtype=self.embed.weight.dtype)
+
+        def teacher(step_logits, i, j):
+            logits[:, :, i, j] = step_logits
+            return indices[:, i, j]
+        self._raster_cached(n, (h, w), labels, teacher)
+        return logits
