@@ -16,6 +16,7 @@ from vqvae_lib.sample_quality import (
     train_classifier,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # the classifier's budget was measured on one thread
 # The ci classifier reached 96.0-96.8 % test accuracy over seeds 0-4 (one thread); a point of margin.
 MIN_TEST_ACCURACY = 0.95
 
@@ -129,16 +130,6 @@ def test_classifier_shapes_and_refusals():
             model(bad)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         extract_features(model, torch.rand(28, 28))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The classifier's budget is measured on one thread; this tiny network gains nothing from a second, and
-    on a shared 2-core machine two threads ran its training 7x slower (142 s against 19 s, load average 6)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

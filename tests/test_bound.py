@@ -1,0 +1,209 @@
+"""The VQ-VAE's whole-model bound: its decoder term, the fitted scale, the three priors' nats, the total."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqvae_lib import VQVAE, GatedPixelCNN
+from vqvae_lib.bound import (
+    check_raster_causal,
+    decoder_nats,
+    fit_decoder_log_scale,
+    prior_nats_per_image,
+    uniform_nats_per_image,
+    unigram_nats_per_image,
+    vqvae_bound_bits_per_dim,
+    vqvae_reconstruction_nats,
+)
+from vqvae_lib.data import ImageDataset, load_images
+from vqvae_lib.likelihood import bits_per_dim, discretized_logistic_probs
+from vqvae_lib.seeding import seeded
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def two_channel_vqvae():
+    """An untrained VQ-VAE on 2-channel images: 4 x 4 images have a 1 x 1 code grid."""
+    with seeded(0):
+        return VQVAE(in_channels=2, num_codes=8, code_dim=4, hidden_channels=8, res_channels=4,
+                     num_res_layers=1).eval()
+
+
+def random_levels(shape, seed):
+    """Random 8-bit images divided by 255, float64."""
+    return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed)).double() / 255
+
+
+def test_decoder_nats_is_minus_log_of_a_distribution_over_all_256_levels(two_channel_vqvae):
+    x, indices = random_levels((3, 2, 4, 4), 0), torch.tensor([0, 3, 7]).view(3, 1, 1)
+    log_scale = torch.tensor([-3.0, -1.5], dtype=torch.float64)  # one per channel
+    probs = discretized_logistic_probs(two_channel_vqvae.decode_indices(indices).double(), log_scale.view(2, 1, 1))
+    assert probs.shape == (3, 2, 4, 4, 256)
+    assert torch.allclose(probs.sum(-1), torch.ones(3, 2, 4, 4, dtype=torch.float64), atol=1e-12)
+    level_probs = probs.gather(-1, (x * 255).round().long()[..., None]).squeeze(-1)
+    want = -level_probs.log().flatten(1).sum(1)
+    assert torch.allclose(decoder_nats(two_channel_vqvae, x, indices, log_scale), want, rtol=1e-12)
+
+    # the wrapper itself, over the 256 values of one pixel with the code and the other pixels fixed
+    sweep = x[:1].repeat(256, 1, 1, 1)
+    sweep[:, 1, 2, 3] = torch.arange(256, dtype=torch.float64) / 255
+    nats = decoder_nats(two_channel_vqvae, sweep, indices[:1].expand(256, 1, 1), log_scale)
+    others = want[0] + level_probs[0, 1, 2, 3].log()  # -log p(the other 31 values)
+    assert float((others - nats).exp().sum()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_a_scalar_log_scale_is_shared_by_the_channels(two_channel_vqvae):
+    x, indices = random_levels((2, 2, 4, 4), 1), torch.tensor([1, 2]).view(2, 1, 1)
+    assert torch.equal(decoder_nats(two_channel_vqvae, x, indices, -2.0),
+                       decoder_nats(two_channel_vqvae, x, indices, torch.tensor([-2.0, -2.0])))
+    for bad in (torch.tensor([-2.0, -1.0, 0.0]), math.nan):
+        with pytest.raises(ValueError, match="log_scale"):
+            decoder_nats(two_channel_vqvae, x, indices, bad)
+    with pytest.raises(ValueError, match="decode to"):
+        decoder_nats(two_channel_vqvae, x, torch.zeros(2, 2, 2, dtype=torch.long), -2.0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_images("mnist-5k", limit=96)
+
+
+def test_reconstruction_nats_per_image(vqvae, digits):
+    nats = vqvae_reconstruction_nats(vqvae, digits, -2.0, batch_size=40, device="cpu")  # three batches
+    x = digits.batch(torch.arange(len(digits)))[0]
+    assert nats.shape == (96,) and nats.dtype == torch.float64 and (nats > 0).all()
+    assert torch.allclose(nats, decoder_nats(vqvae, x, vqvae.encode(x), -2.0))
+
+
+def test_fitted_log_scale_is_the_training_splits_maximum_likelihood(vqvae, digits):
+    best = fit_decoder_log_scale(vqvae, digits, device="cpu")
+    assert best.shape == (1,) and torch.equal(best, fit_decoder_log_scale(vqvae, digits, device="cpu"))
+
+    def total(log_scale):
+        return float(vqvae_reconstruction_nats(vqvae, digits, log_scale, device="cpu").sum())
+
+    at_best = total(best)
+    for worse in (best + math.log(10), best - math.log(10), best + 0.02, best - 0.02):  # 10x wider, narrower
+        assert at_best < total(worse)
+
+
+def test_uniform_prior_nats():
+    assert uniform_nats_per_image((7, 7), 64) == 49 * math.log(64)
+    assert uniform_nats_per_image((1, 1), 1) == 0.0
+    for shape, k in [((0, 7), 64), ((7, 7), 0)]:
+        with pytest.raises(ValueError, match="positive"):
+            uniform_nats_per_image(shape, k)
+
+
+def test_unigram_prior_nats_by_hand():
+    train_codes = torch.tensor([[[0, 0], [0, 1]]])  # counts 3, 1, 0 -> add-one 4, 2, 1 of 7
+    test_codes = torch.tensor([[[0, 1], [2, 2]], [[0, 0], [0, 0]]])
+    want = torch.tensor([-(math.log(4 / 7) + math.log(2 / 7) + 2 * math.log(1 / 7)), -4 * math.log(4 / 7)],
+                        dtype=torch.float64)
+    assert torch.allclose(unigram_nats_per_image(train_codes, test_codes, 3), want, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        unigram_nats_per_image(train_codes, test_codes + 1, 3)
+    with pytest.raises(ValueError, match=r"\(N, h, w\)"):
+        unigram_nats_per_image(train_codes, test_codes.flatten(), 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_priors():
+    with seeded(0):
+        return GatedPixelCNN(5, hidden_channels=8, num_layers=2).eval(), \
+            GatedPixelCNN(5, hidden_channels=8, num_layers=2, num_classes=3).eval()
+
+
+def direct_cross_entropies(prior, grids, labels):
+    """sum over (i, j) of -log softmax(logits at (i, j))[z_ij], one grid and one position at a time."""
+    total = torch.zeros(len(grids), dtype=torch.float64)
+    for n in range(len(grids)):
+        label = None if labels is None else labels[n:n + 1]
+        logits = prior(grids[n:n + 1], label)[0].double()
+        for i in range(grids.shape[1]):
+            for j in range(grids.shape[2]):
+                total[n] -= torch.log_softmax(logits[:, i, j], 0)[grids[n, i, j]]
+    return total
+
+
+def test_prior_nats_is_the_sum_of_per_position_cross_entropies(tiny_priors):
+    grids = torch.randint(0, 5, (7, 3, 4), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    for prior, lab in zip(tiny_priors, (None, labels)):
+        got = prior_nats_per_image(prior, grids, lab, batch_size=3, device="cpu")  # three batches
+        assert got.shape == (7,) and got.dtype == torch.float64
+        assert torch.allclose(got, direct_cross_entropies(prior, grids, lab), rtol=1e-6)
+    # the mean over grids and positions, in bits, is the prior's own bits_per_code
+    with torch.no_grad():
+        bits = float(tiny_priors[0].bits_per_code(grids))
+    assert float(prior_nats_per_image(tiny_priors[0], grids, device="cpu").mean()) / 12 / math.log(2) == \
+        pytest.approx(bits, rel=1e-5)
+
+
+class SeesItsOwnCode(nn.Module):
+    """A 'prior' whose logits at (i, j) read the code at (i, j) (a masked model on a full grid does)."""
+
+    def forward(self, indices, labels=None):
+        return 5.0 * F.one_hot(indices, 5).permute(0, 3, 1, 2).float()
+
+
+class SeesTheNextCode(nn.Module):
+    """Logits at (i, j) read the code one step later in raster order."""
+
+    def forward(self, indices, labels=None):
+        flat = indices.flatten(1).roll(-1, 1).view_as(indices)
+        return F.one_hot(flat, 5).permute(0, 3, 1, 2).float()
+
+
+@pytest.mark.parametrize("leaky", [SeesItsOwnCode(), SeesTheNextCode()])
+def test_a_non_causal_prior_is_refused(leaky, tiny_priors):
+    grids = torch.randint(0, 5, (2, 3, 4), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="not autoregressive"):
+        prior_nats_per_image(leaky, grids, device="cpu")
+    check_raster_causal(tiny_priors[0], grids[:1])  # the gated PixelCNN passes
+    check_raster_causal(tiny_priors[1], grids[:1], torch.tensor([2]))
+
+
+def test_prior_nats_refuses_bad_input(tiny_priors):
+    grids = torch.zeros(4, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="labels"):
+        prior_nats_per_image(tiny_priors[1], grids, torch.zeros(3, dtype=torch.long))
+    for bad in (grids.float(), grids[0], grids[:0]):
+        with pytest.raises(ValueError, match="code_grids"):
+            prior_nats_per_image(tiny_priors[0], bad)
+
+
+def test_bound_is_the_sum_of_its_parts():
+    recon = torch.tensor([700.0, 900.0, 800.0], dtype=torch.float64)
+    prior = torch.tensor([100.0, 150.0, 125.0], dtype=torch.float64)
+    bound = vqvae_bound_bits_per_dim(recon, prior, 784)
+    assert bound["decoder_bits_per_dim"] == pytest.approx(800 / 784 / math.log(2), rel=1e-12)
+    assert bound["prior_bits_per_dim"] == pytest.approx(125 / 784 / math.log(2), rel=1e-12)
+    assert bound["bits_per_dim"] == pytest.approx(bound["decoder_bits_per_dim"] + bound["prior_bits_per_dim"],
+                                                  rel=1e-12)
+    assert bound["bits_per_dim"] == pytest.approx(float(bits_per_dim((recon + prior).mean(), 784)), rel=1e-12)
+    assert bound["num_images"] == 3
+    uniform = vqvae_bound_bits_per_dim(recon, uniform_nats_per_image((7, 7), 64), 784)  # a float for every image
+    assert uniform["prior_bits_per_dim"] == pytest.approx(49 * 6 / 784, rel=1e-12)
+
+
+@pytest.mark.parametrize("recon, prior, num_dims, message", [
+    (torch.ones(3), torch.ones(2), 784, "prior_nats_per_image"),
+    (torch.ones(0), 1.0, 784, "non-empty"),
+    (torch.ones(3, 1), torch.ones(3), 784, r"\(N,\)"),
+    (torch.tensor([1.0, -1.0]), 1.0, 784, ">= 0"),
+    (torch.ones(2), torch.tensor([1.0, math.inf]), 784, "finite"),
+    (torch.ones(2), 1.0, 0, "positive"),
+])
+def test_bound_refuses_bad_input(recon, prior, num_dims, message):
+    with pytest.raises(ValueError, match=message):
+        vqvae_bound_bits_per_dim(recon, prior, num_dims)
+
+
+def test_decoder_nats_refuses_images_off_the_8_bit_grid(vqvae):
+    x = ImageDataset(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).batch(torch.arange(2))[0] + 0.5 / 255
+    with pytest.raises(ValueError, match="grid"):
+        decoder_nats(vqvae, x, vqvae.encode(x), -2.0)
