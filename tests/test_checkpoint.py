@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vqvae_lib import VAE, VQVAE, GatedPixelCNN, MaskedPrior, TransformerPrior, VectorQuantizer
+from vqvae_lib.sample_quality import DigitClassifier
 
 # One non-default value per argument that the round trip must carry.
 NON_DEFAULT = {
@@ -15,10 +16,12 @@ NON_DEFAULT = {
     VAE: dict(in_channels=3, image_size=16, latent_dim=4, hidden_channels=8, beta=2.0),
     **{cls: dict(num_codes=12, max_height=3, max_width=6, embed_dim=12, num_layers=2, num_heads=3, num_classes=4,
                  dropout=0.1) for cls in (TransformerPrior, MaskedPrior)},
+    DigitClassifier: dict(in_channels=3, num_classes=4, feature_dim=6, channels=5),
 }
 
 
-@pytest.mark.parametrize("cls", [VQVAE, GatedPixelCNN, VAE, VectorQuantizer, TransformerPrior, MaskedPrior])
+@pytest.mark.parametrize("cls", [VQVAE, GatedPixelCNN, VAE, DigitClassifier, VectorQuantizer, TransformerPrior,
+                                 MaskedPrior])
 def test_config_holds_every_constructor_argument(cls):
     args = NON_DEFAULT.get(cls, dict(num_codes=8, code_dim=3))
     model = cls(**args)
@@ -26,7 +29,7 @@ def test_config_holds_every_constructor_argument(cls):
     assert {k: model.config[k] for k in args} == args
 
 
-@pytest.mark.parametrize("cls", [VQVAE, GatedPixelCNN, VAE, TransformerPrior, MaskedPrior])
+@pytest.mark.parametrize("cls", [VQVAE, GatedPixelCNN, VAE, DigitClassifier, TransformerPrior, MaskedPrior])
 def test_round_trip_keeps_config_and_weights(cls, tmp_path):
     model = cls(**NON_DEFAULT[cls])
     loaded = cls.from_pretrained(model.save_pretrained(tmp_path / "m"))

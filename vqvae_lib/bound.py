@@ -164,7 +164,8 @@ def prior_nats_per_image(prior, code_grids: torch.Tensor, labels: torch.Tensor |
     prior: any model with forward(indices (B, h, w), labels (B,) | None) -> logits (B, K, h, w) whose logits
     at (i, j) see only the codes before (i, j) in raster order (checked on the first grid with
     :func:`check_raster_causal`); then -log p(z) = sum over the grid of -log softmax(logits)[z_ij].
-    code_grids: (N, h, w) long; labels: (N,) long for a class-conditional prior, which bounds -log p(x | label).
+    code_grids: (N, h, w) long; labels: (N,) long for a class-conditional prior, which bounds -log p(x | label);
+    -log p(x) <= -log p(x | y) - log p(y) for any y, so add -log p(label) (log 10 for ten equal classes).
     """
     if code_grids.dim() != 3 or code_grids.dtype != torch.long or len(code_grids) == 0:
         raise ValueError(f"code_grids must be non-empty (N, h, w) int64, got {tuple(code_grids.shape)} "
