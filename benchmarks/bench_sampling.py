@@ -25,6 +25,7 @@ import importlib
 import inspect
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -152,10 +153,12 @@ def main():
         for row, ts in zip(rows, times):
             if row["scale"] == 1.0 or r == 0:  # the long extrapolated naive rows run once
                 ts.append(seconds(row["fn"]) * row["scale"])
+                print(f"  round {r + 1}/{args.repeats}: {row['prior']} {row['grid']} {row['path']}: "
+                      f"{ts[-1]:.2f} s", file=sys.stderr, flush=True)
     med = [statistics.median(ts) for ts in times]
 
     print(f"\n{args.samples} samples, K={K}, untrained priors of the `cpu` preset's size, CPU, {args.threads} "
-          f"threads, torch {torch.__version__}; load average {load_before:.1f} before, "
+          f"thread{'s' * (args.threads != 1)}, torch {torch.__version__}; load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after\n")
     print(f"| prior | grid | path | seconds for {args.samples} samples | speed-up over naive |")
     print("|---|---|---|---:|---:|")
