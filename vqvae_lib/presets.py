@@ -38,6 +38,8 @@ PRESETS = {
         "vae": {"model": dict(latent_dim=16, hidden_channels=16), "train": dict(steps=300, batch_size=64, lr=2e-3)},
         # the chapters' side-by-side VQ-VAE runs: chapter 2's collapse remedies, chapters 3-4's comparisons
         "experiments": dict(remedy_steps=400, comparison_steps=600),
+        # chapter 8: samples per prior for the Fréchet distances, and for the naive-against-cached timing
+        "prior_comparison": dict(samples=256, timing_samples=32),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=300, batch_size=64, lr=2e-3)},
     },
     "cpu": {
@@ -52,6 +54,7 @@ PRESETS = {
                               "train": dict(steps=1500, batch_size=64, lr=1e-3)}},
         "vae": {"model": dict(latent_dim=16, hidden_channels=32), "train": dict(steps=1500, batch_size=64, lr=2e-3)},
         "experiments": dict(remedy_steps=1500, comparison_steps=1500),
+        "prior_comparison": dict(samples=500, timing_samples=64),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
     },
     "gpu": {
@@ -67,6 +70,7 @@ PRESETS = {
                               "train": dict(steps=10000, batch_size=128, lr=5e-4)}},
         "vae": {"model": dict(latent_dim=32, hidden_channels=64), "train": dict(steps=5000, batch_size=128, lr=1e-3)},
         "experiments": dict(remedy_steps=3000, comparison_steps=5000),
+        "prior_comparison": dict(samples=500, timing_samples=64),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
     },
 }

@@ -1,6 +1,6 @@
 """Check functions for the chapters' exercises: each tells a reader whether their answer is right.
 
-One module per chapter (``ch01`` ... ``ch07``), one convention for all of them:
+One module per chapter (``ch01`` ... ``ch08``), one convention for all of them:
 
 * ``check_<name>(answer, ..., verbose=True) -> True``: ``answer`` is the reader's function or value.
   A right answer prints ``"Correct!"`` (unless ``verbose=False``) and returns True.
