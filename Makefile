@@ -48,10 +48,10 @@ browser: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# One worker per CPU core, one torch thread each (tests/conftest.py); a file's tests share one worker,
-# so a module's expensive fixture (the five learning runs) is computed once.
+# One worker per CPU core, one torch thread each (tests/conftest.py); a module with a costly shared
+# fixture (the five learning runs) stays on one worker (its `xdist_group`), so it is computed once.
 unit: setup
-	$(PY) -m pytest -q -n auto --dist loadfile tests --ignore=tests/browser
+	$(PY) -m pytest -q -n auto --dist loadgroup tests --ignore=tests/browser
 
 notebooks: setup
 	$(PY) -m pytest -q --nbval-lax notebooks
