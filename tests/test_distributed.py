@@ -24,9 +24,6 @@ from vqvae_lib.data import load_images
 from vqvae_lib.presets import SMALL_VQVAE
 from vqvae_lib.seeding import seeded
 
-# One pytest-xdist worker runs this module: its module-scoped fixture is costly to compute twice.
-pytestmark = pytest.mark.xdist_group("distributed")
-
 STEPS, BATCH = 30, 64
 # the ci model (k-means init, restarts after 20 unused steps) with an EMA codebook: all codebook state on
 CI_MODEL = {**SMALL_VQVAE, "quantizer": {**SMALL_VQVAE["quantizer"], "ema": True}}

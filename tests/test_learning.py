@@ -15,9 +15,6 @@ from vqvae_lib import VQVAE, evaluate, train
 from vqvae_lib.presets import get_preset
 from vqvae_lib.recipes import build_prior, code_datasets, train_settings, train_vqvae
 
-# One pytest-xdist worker runs this module: its module-scoped fixture is costly to compute twice.
-pytestmark = pytest.mark.xdist_group("learning")
-
 REPORT = Path(__file__).resolve().parents[1] / "_build" / "reports" / "learning.json"
 SEEDS = range(5)
 # The ci preset's own bar, for every seed: a lucky initialisation must not be needed.

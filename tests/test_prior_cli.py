@@ -9,9 +9,6 @@ from vqvae_lib.cli import main
 from vqvae_lib.recipes import PRIOR_KINDS, build_prior, load_prior, recipe
 from vqvae_lib.seeding import seeded
 
-# One pytest-xdist worker runs this module: its module-scoped fixture is costly to compute twice.
-pytestmark = pytest.mark.xdist_group("prior_cli")
-
 CI_CODES, CI_CLASSES = 64, 10  # the ci and cpu presets' VQ-VAE, on the digits
 ROUGHLY = 0.15  # each prior of a preset within 15 % of the PixelCNN's parameter count
 

@@ -16,9 +16,6 @@ from vqvae_lib.sample_quality import (
     train_classifier,
 )
 
-# One pytest-xdist worker runs this module: its module-scoped fixture is costly to compute twice.
-pytestmark = pytest.mark.xdist_group("sample_quality")
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # the classifier's budget was measured on one thread
 # The ci classifier reached 96.0-96.8 % test accuracy over seeds 0-4 (one thread); a point of margin.
 MIN_TEST_ACCURACY = 0.95

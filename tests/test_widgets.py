@@ -26,9 +26,6 @@ from vqvae_lib.widgets import (
 )
 from vqvae_lib.widgets.render import code_colors
 
-# One pytest-xdist worker runs this module: its module-scoped fixture is costly to compute twice.
-pytestmark = pytest.mark.xdist_group("widgets")
-
 K = SMALL_VQVAE_CODES
 
 
