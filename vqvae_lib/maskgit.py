@@ -23,7 +23,7 @@ from torch import nn
 
 from .checkpoint import PretrainedMixin, register_to_config
 from .prior import GridPrior, draw
-from .transformer import Block, ConditionToken, GridPositions, init_weights
+from .transformer import build_grid_transformer
 
 MASKGIT_CHOICE_TEMPERATURE = 4.5  # MaskGIT's scale of the Gumbel noise on the confidences, annealed to 0
 EVAL_MASK_SEED = 0  # eval-mode masks come from a generator seeded with this, so a test loss is repeatable
@@ -80,15 +80,8 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
         super().__init__()
         self.num_codes, self.num_classes = num_codes, num_classes
         self.mask_id = num_codes
-        self.max_grid = (max_height, max_width)
-        self.condition = ConditionToken(num_classes, embed_dim)
-        self.code_embed = nn.Embedding(num_codes + 1, embed_dim)  # the codes and [MASK]
-        self.positions = GridPositions(max_height, max_width, embed_dim)
-        self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, dropout, causal=False) for _ in range(num_layers))
-        self.norm = nn.LayerNorm(embed_dim)
-        self.head = nn.Linear(embed_dim, num_codes)
-        init_weights(self, num_layers)
+        build_grid_transformer(self, num_codes + 1, max_height, max_width, embed_dim, num_layers, num_heads,  # +[MASK]
+                               num_classes, dropout, causal=False)
 
     def input_range(self) -> int:
         return self.num_codes + 1  # the codes and [MASK]

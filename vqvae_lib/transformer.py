@@ -140,6 +140,23 @@ def init_weights(model: nn.Module, num_layers: int) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def build_grid_transformer(model: nn.Module, num_tokens: int, max_height: int, max_width: int, embed_dim: int,
+                           num_layers: int, num_heads: int, num_classes: int | None, dropout: float,
+                           causal: bool) -> None:
+    """Give ``model`` the layers of a transformer over a code grid, shared by :class:`TransformerPrior`
+    (causal) and the masked prior (bidirectional, one more token: [MASK]): a start/class token, token and
+    2-D position embeddings, ``num_layers`` blocks, a final norm and a head over ``model.num_codes``."""
+    model.max_grid = (max_height, max_width)
+    model.condition = ConditionToken(num_classes, embed_dim)
+    model.code_embed = nn.Embedding(num_tokens, embed_dim)
+    model.positions = GridPositions(max_height, max_width, embed_dim)
+    model.drop = nn.Dropout(dropout)
+    model.blocks = nn.ModuleList(Block(embed_dim, num_heads, dropout, causal=causal) for _ in range(num_layers))
+    model.norm = nn.LayerNorm(embed_dim)
+    model.head = nn.Linear(embed_dim, model.num_codes)
+    init_weights(model, num_layers)
+
+
 class TransformerPrior(nn.Module, AutoregressivePrior, PretrainedMixin):
     """GPT-style prior over code grids of up to (max_height, max_width).
 
@@ -153,15 +170,8 @@ class TransformerPrior(nn.Module, AutoregressivePrior, PretrainedMixin):
                  num_layers: int = 4, num_heads: int = 4, num_classes: int | None = None, dropout: float = 0.0):
         super().__init__()
         self.num_codes, self.num_classes = num_codes, num_classes
-        self.max_grid = (max_height, max_width)
-        self.condition = ConditionToken(num_classes, embed_dim)
-        self.code_embed = nn.Embedding(num_codes, embed_dim)
-        self.positions = GridPositions(max_height, max_width, embed_dim)
-        self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, dropout, causal=True) for _ in range(num_layers))
-        self.norm = nn.LayerNorm(embed_dim)
-        self.head = nn.Linear(embed_dim, num_codes)
-        init_weights(self, num_layers)
+        build_grid_transformer(self, num_codes, max_height, max_width, embed_dim, num_layers, num_heads,
+                               num_classes, dropout, causal=True)
 
     def forward(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(indices, labels)
