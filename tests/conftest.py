@@ -25,6 +25,24 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def input_dependence(model, embedding, indices, i, j, labels=None) -> torch.Tensor:
+    """Which embedded input slots the logits at grid position (i, j) depend on, by autograd: a bool
+    tensor over ``embedding``'s output positions for the first grid (its output minus the channel axis)."""
+    captured = {}
+
+    def hook(module, inputs, output):
+        output.retain_grad()
+        captured["emb"] = output
+
+    handle = embedding.register_forward_hook(hook)
+    try:
+        logits = model(indices) if labels is None else model(indices, labels)
+        logits[0, :, i, j].sum().backward()
+    finally:
+        handle.remove()
+    return captured["emb"].grad[0].abs().sum(-1) > 0
+
+
 SMALL_VQVAE_CODES = 16
 
 

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import input_dependence
 
 from vqvae_lib.pixelcnn import GatedPixelCNN, MaskedConv2d, PlainPixelCNN
 
@@ -10,20 +11,7 @@ H = W = 7
 
 def dependency_map(model, i, j, labels=None):
     """|d logits[:, :, i, j] / d input embedding| per position, via autograd: (H, W) bool."""
-    captured = {}
-
-    def hook(module, inputs, output):
-        output.retain_grad()
-        captured["emb"] = output
-
-    handle = model.embed.register_forward_hook(hook)
-    try:
-        indices = torch.randint(model.embed.num_embeddings, (1, H, W))
-        logits = model(indices) if labels is None else model(indices, labels)
-        logits[0, :, i, j].sum().backward()
-    finally:
-        handle.remove()
-    return captured["emb"].grad[0].abs().sum(-1) > 0
+    return input_dependence(model, model.embed, torch.randint(model.embed.num_embeddings, (1, H, W)), i, j, labels)
 
 
 def raster_before(i, j):

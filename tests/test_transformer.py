@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import input_dependence
 from torch.utils.data import TensorDataset
 
 from vqvae_lib.seeding import seeded
@@ -25,20 +26,9 @@ def dependency_map(model, i, j, labels=None):
     Slot s of the input embeds code s - 1, so the gradient at code_embed's output slot s is code s's;
     the last code is never embedded and so never a dependency.
     """
-    captured = {}
-
-    def hook(module, inputs, output):
-        output.retain_grad()
-        captured["emb"] = output
-
-    handle = model.code_embed.register_forward_hook(hook)
-    try:
-        indices = torch.randint(model.num_codes, (1, H, W))
-        model(indices, labels)[0, :, i, j].sum().backward()
-    finally:
-        handle.remove()
+    slots = input_dependence(model, model.code_embed, torch.randint(model.num_codes, (1, H, W)), i, j, labels)
     dep = torch.zeros(H * W, dtype=torch.bool)
-    dep[:-1] = captured["emb"].grad[0].abs().sum(-1) > 0
+    dep[:-1] = slots
     return dep.view(H, W)
 
 
