@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import input_dependence
-from test_transformer import NUM_CODES, SIDE, markov_grids, transition_matrix
+from test_transformer import NUM_CODES, SIDE, markov_task
 from torch.utils.data import TensorDataset
 
 from vqvae_lib.maskgit import MaskedPrior, mask_schedule, random_mask
@@ -182,12 +182,7 @@ def test_save_load_round_trip_keeps_every_argument(tmp_path):
 def test_the_masked_prior_learns_and_its_ordered_likelihood_is_honest():
     """On test_transformer's Markov chain: the raster-order likelihood beats the unigram prior, and not
     the process itself (an exact likelihood cannot, beyond the test set's sampling noise)."""
-    train_grids, test_grids = markov_grids(512, seed=0), markov_grids(256, seed=1)
-    counts = torch.bincount(train_grids.flatten(), minlength=NUM_CODES).double() + 1  # add-one smoothing
-    unigram = float(-torch.log2(counts / counts.sum())[test_grids.flatten()].mean())
-    codes = test_grids.flatten(1)
-    steps = torch.log2(transition_matrix()[codes[:, :-1], codes[:, 1:]]).sum(1)
-    true_bits = float((math.log2(NUM_CODES) - steps).mean() / codes.shape[1])
+    train_grids, test_grids, unigram, true_bits = markov_task()
     with seeded(0):
         model = MaskedPrior(NUM_CODES, SIDE, SIDE, embed_dim=32, num_layers=2, num_heads=2)
     no_labels = torch.zeros(len(train_grids), dtype=torch.long)

@@ -191,7 +191,8 @@ def markov_grids(n: int, seed: int) -> torch.Tensor:
     return z.view(n, SIDE, SIDE)
 
 
-def test_the_transformer_learns_structure_the_unigram_prior_misses():
+def markov_task():
+    """(train grids, test grids, the unigram prior's test bits per code, the process's own test bits per code)."""
     train_grids, test_grids = markov_grids(512, seed=0), markov_grids(256, seed=1)
     counts = torch.bincount(train_grids.flatten(), minlength=NUM_CODES).double() + 1  # add-one smoothing
     unigram = float(-torch.log2(counts / counts.sum())[test_grids.flatten()].mean())
@@ -199,6 +200,11 @@ def test_the_transformer_learns_structure_the_unigram_prior_misses():
     # the process's own bits per code on the test grids: log2 K for the first code, then the chain
     steps = torch.log2(transition_matrix()[codes[:, :-1], codes[:, 1:]]).sum(1)
     true_bits = float((math.log2(NUM_CODES) - steps).mean() / codes.shape[1])
+    return train_grids, test_grids, unigram, true_bits
+
+
+def test_the_transformer_learns_structure_the_unigram_prior_misses():
+    train_grids, test_grids, unigram, true_bits = markov_task()
     with seeded(0):
         model = TransformerPrior(NUM_CODES, SIDE, SIDE, embed_dim=32, num_layers=2, num_heads=2)
     no_labels = torch.zeros(len(train_grids), dtype=torch.long)  # the dataset's (codes, labels) shape
