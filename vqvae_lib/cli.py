@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -27,6 +28,9 @@ from .presets import PRESETS
 from .recipes import DEFAULT_PRIOR, DEFAULT_SEED, PRIOR_KINDS, load_prior, read_metrics, train_prior, train_vqvae
 
 USER_ERRORS = (ValueError, DatasetUnavailable, FileNotFoundError)
+# Under torchrun an error every rank hits is printed by rank 0 alone; the other ranks wait this long
+# first (torchrun stops them as soon as rank 0 exits), so only an error of their own gets printed.
+OTHER_RANKS_WAIT_S = 10.0
 
 
 def sample(vqvae_dir, prior_dir, n: int, out, temperature: float = 1.0, label: int | None = None,
@@ -110,8 +114,9 @@ def main(argv=None) -> int:
         speaks = distributed.is_main()  # one line of output per run, not one per process
         result = run(a, a.device or rank_device)
     except USER_ERRORS as err:
-        if distributed.is_main():
-            print(f"error: {err}", file=sys.stderr)
+        if not distributed.is_main():
+            time.sleep(OTHER_RANKS_WAIT_S)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
         distributed.close()
