@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vqvae_lib import train
+from vqvae_lib import VQVAE, train
 from vqvae_lib.data import load_images
 from vqvae_lib.presets import get_preset
 from vqvae_lib.recipes import build_vqvae, save_trained_vqvae, train_settings, train_vqvae, trained_vqvae
@@ -53,13 +53,16 @@ def test_a_chapter_training_inline_equals_the_recipe(tmp_path):
     assert all(torch.equal(v, saved[k]) for k, v in inline.state_dict().items())
 
 
-def test_the_library_neither_reads_nor_changes_the_global_rng():
+def test_the_library_neither_reads_nor_changes_the_global_rng(tmp_path):
     preset = get_preset("ci")
     data = load_images("mnist-5k", "train", limit=256)
     torch.manual_seed(7)
     before = torch.get_rng_state()
     model = build_vqvae(preset, data, seed=0)
     train(model, data, steps=25, batch_size=32, seed=0, progress=False)
+    VQVAE.from_pretrained(model.save_pretrained(tmp_path / "saved"))
+    for _ in range(2):  # trained into the cache, then loaded from it
+        train(build_vqvae(preset, data, seed=0), data, steps=5, batch_size=32, progress=False, cache=tmp_path / "c")
     assert torch.equal(before, torch.get_rng_state())
 
 

@@ -10,6 +10,7 @@ import inspect
 import json
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -81,7 +82,8 @@ class PretrainedMixin:
         if saved_class != cls.__name__:
             raise ValueError(f"checkpoint in {directory} holds a {saved_class}, not a {cls.__name__}")
         try:
-            model = cls(**config)
+            with torch.random.fork_rng(devices=[]):  # the layers' initial draws are overwritten below
+                model = cls(**config)
         except TypeError as err:
             raise ValueError(f"checkpoint config in {directory} does not fit {cls.__name__}: {err}") from None
         state = read_safetensors(directory / WEIGHTS_NAME, "checkpoint weights")

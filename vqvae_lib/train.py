@@ -22,6 +22,7 @@ from . import distributed
 from .checkpoint import read_json, read_safetensors
 from .data import get_batch, iter_batches
 from .device import autocast, resolve_device
+from .run_cache import finished, run_fingerprint
 from .seeding import generator, seeded
 
 
@@ -85,12 +86,16 @@ def evaluate(model, dataset: Dataset, batch_size: int = 256, device=None) -> dic
 def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
           eval_data: Dataset | None = None, eval_every: int = 0, log_every: int = 10, device=None,
           compile: bool = False, bf16: bool = True, checkpoint_dir=None, checkpoint_every: int = 0,
-          resume: bool = False, seed: int = 0, progress: bool = True, history: History | None = None) -> History:
+          resume: bool = False, seed: int = 0, progress: bool = True, history: History | None = None,
+          cache=None) -> History:
     """Train ``model`` for ``steps`` optimiser steps with Adam; returns the :class:`History`.
 
     bf16: on CUDA, run the forward pass under bf16 autocast (False: float32 throughout).
     checkpoint_dir: where ``checkpoint_every`` steps (and at the end) the model, optimiser, RNG and
       history are written (safetensors + JSON). ``resume=True`` continues from it to the same result.
+    cache: a folder of finished runs (:mod:`vqvae_lib.run_cache`): a run already there under this
+      run's fingerprint is loaded, weights and history, instead of trained; otherwise it trains and is
+      stored there. Single-process only; not with checkpoint_dir, resume or history.
     A non-finite loss stops training with a FloatingPointError; the last good checkpoint is kept.
     Under torchrun, ``batch_size`` is the global batch and must divide by the number of processes.
     """
@@ -102,6 +107,17 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
         raise ValueError(f"the global batch size {batch_size} (dataset of {len(train_data)}) does not split "
                          f"evenly over {world} processes")
     device = resolve_device(device)
+    if cache is not None:
+        if checkpoint_dir is not None or resume or history is not None or world > 1:
+            raise ValueError("cache= keeps its own checkpoint of a whole single-process run: "
+                             "pass no checkpoint_dir, resume or history with it, and do not launch it with torchrun")
+        settings = dict(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, log_every=log_every,
+                        device=device.type, compile=compile, bf16=bf16, seed=seed,
+                        cpu_threads=torch.get_num_threads())  # threads split the sums: the last bits differ
+        key = run_fingerprint(model, train_data, eval_data, settings)
+        if key is not None:
+            checkpoint_dir, checkpoint_every = Path(cache) / key, 0  # only the finished run is kept
+            resume = finished(checkpoint_dir, steps)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
