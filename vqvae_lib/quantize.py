@@ -4,7 +4,7 @@ Shapes follow the paper: an encoder map ``z_e: (B, D, H, W)``, a codebook ``e: (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,11 @@ class VQOutput:
     commitment_loss: mean ||z_e - sg[e]||^2 (moves the encoder), unweighted.
     loss: the quantiser's contribution to the training loss (see VectorQuantizer).
     perplexity: exp(entropy) of the batch's code usage, between 1 and K.
+    terms: a quantizer's own scalars (an entropy penalty, a KL), logged beside the others.
+
+    Every quantizer of the library (:mod:`vqvae_lib.quantizers`) returns one, so ``VQVAE`` and the
+    priors work with any of them: a quantizer without a codebook reports zero codebook and commitment
+    losses where it has none.
     """
 
     z_q: torch.Tensor
@@ -33,6 +38,7 @@ class VQOutput:
     commitment_loss: torch.Tensor
     loss: torch.Tensor
     perplexity: torch.Tensor
+    terms: dict = field(default_factory=dict)
 
 
 def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -176,6 +182,13 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"indices must lie in [0, {self.num_codes}), got range "
                              f"[{int(indices.min())}, {int(indices.max())}]")
         return F.embedding(indices, self.codebook).permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def encode(self, z_e: torch.Tensor) -> torch.Tensor:
+        """z_e: (B, D, H, W) -> indices (B, H, W) long, the nearest code at each position (no update)."""
+        B, D, H, W = z_e.shape
+        flat = z_e.float().permute(0, 2, 3, 1).reshape(-1, D)
+        return nearest_code(flat, self.codebook.float()).view(B, H, W)
 
     def forward(self, z_e: torch.Tensor) -> VQOutput:
         if z_e.dim() != 4 or z_e.shape[1] != self.code_dim:

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import PretrainedMixin, register_to_config
-from .quantize import VectorQuantizer, VQOutput, nearest_code
+from .quantize import VQOutput
+from .quantizers import build_quantizer
 
 
 class ResidualStack(nn.Module):
@@ -69,7 +70,8 @@ class VQVAE(nn.Module, PretrainedMixin):
 
     The defaults suit 28x28 digits (7x7 latents). ``data_variance`` scales the reconstruction loss
     as in the Sonnet example, so that ``recon_loss`` is the normalised MSE (NMSE).
-    Quantizer options (ema, kmeans_init, restart_after, ...) pass through ``quantizer``.
+    ``quantizer`` picks the quantizer and its options (:mod:`vqvae_lib.quantizers`): by default the
+    ``VectorQuantizer`` (ema, kmeans_init, restart_after, ...); ``{"kind": "fsq", "levels": [4, 4, 4]}`` etc.
     """
 
     @register_to_config
@@ -83,7 +85,7 @@ class VQVAE(nn.Module, PretrainedMixin):
         self.in_channels, self.downsample, self.data_variance = in_channels, downsample, data_variance
         self.encoder = nn.Sequential(encoder(in_channels, hidden_channels, res_channels, num_res_layers, n_down),
                                      nn.Conv2d(hidden_channels, code_dim, 1))  # the pre-VQ 1x1 projection
-        self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, **(quantizer or {}))
+        self.quantizer = build_quantizer(num_codes, code_dim, beta, quantizer)
         self.decoder = decoder(code_dim, hidden_channels, res_channels, num_res_layers, n_down, in_channels)
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -116,10 +118,7 @@ class VQVAE(nn.Module, PretrainedMixin):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) -> indices (B, h, w) long."""
-        z_e = self.encode_continuous(x)
-        B, D, h, w = z_e.shape
-        flat = z_e.float().permute(0, 2, 3, 1).reshape(-1, D)
-        return nearest_code(flat, self.quantizer.codebook.float()).view(B, h, w)
+        return self.quantizer.encode(self.encode_continuous(x))
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
@@ -130,4 +129,4 @@ class VQVAE(nn.Module, PretrainedMixin):
         x = batch[0]
         out = self(x)
         return {"loss": out.loss, "recon_loss": out.recon_loss, "commitment_loss": out.vq.commitment_loss,
-                "codebook_loss": out.vq.codebook_loss, "perplexity": out.vq.perplexity}
+                "codebook_loss": out.vq.codebook_loss, "perplexity": out.vq.perplexity, **out.vq.terms}
