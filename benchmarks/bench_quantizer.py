@@ -8,6 +8,12 @@ vector_quantize_pytorch.VectorQuantize with EMA on the same shapes. Each quantiz
 from a fixed upstream gradient at its output plus its own loss, as inside a model, so no time goes to a
 stand-in objective. Then one training step of the `ci` and `cpu` presets' VQ-VAE. Prints a Markdown
 table of medians and ratios to the floor.
+
+A second table puts the quantizers after VQ beside their equivalents, forward + backward on N = 8192
+positions given as (B, D, H, W) maps, the VQ-VAE's layout, which both libraries accept: FSQ with levels
+FSQ_LEVELS (1000 codes, the paper's choice for about 2^10) and LFQ with 2^LFQ_DIM = 1024 codes against
+vector_quantize_pytorch's FSQ and LFQ (entropy penalty and commitment on, as ours), and VectorQuantizer's
+rotation trick against its plain straight-through (the rotation's overhead).
 """
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ from vqvae_lib import VQVAE, VectorQuantizer, get_preset
 from vqvae_lib.quantize import nearest_code
 
 N, D, K = 8192, 64, 512
+FSQ_LEVELS, LFQ_DIM = [8, 5, 5, 5], 10
+SIDE = 8  # N positions as (N / SIDE^2, channels, SIDE, SIDE) maps
 
 
 def median_ms(fn, repeats: int, warmup: int = 5) -> float:
@@ -34,15 +42,43 @@ def median_ms(fn, repeats: int, warmup: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
-def ours(ema: bool):
-    vq = VectorQuantizer(K, D, ema=ema).train()
-    z = torch.randn(N // 64, D, 8, 8)  # N vectors as (B, D, H, W)
+def ours(ema: bool, rotation_trick: bool = False):
+    vq = VectorQuantizer(K, D, ema=ema, rotation_trick=rotation_trick).train()
+    return module_step(vq, D, lambda out: (out.z_q, out.loss))
+
+
+def module_step(module, channels: int, outputs):
+    """Forward + backward of ``module`` on N positions as (B, channels, H, W); ``outputs(result)`` gives its
+    (quantised map, loss or None)."""
+    z = torch.randn(N // SIDE ** 2, channels, SIDE, SIDE)
     upstream = torch.randn_like(z)
 
     def step():
-        out = vq(z.clone().requires_grad_(True))
-        torch.autograd.backward([out.z_q, out.loss], [upstream, None])
+        quantized, loss = outputs(module(z.clone().requires_grad_(True)))
+        tensors, grads = ([quantized, loss], [upstream, None]) if loss is not None else ([quantized], [upstream])
+        torch.autograd.backward(tensors, grads)
     return step
+
+
+def ours_fsq():
+    from vqvae_lib.fsq import FSQ
+    return module_step(FSQ(FSQ_LEVELS).train(), len(FSQ_LEVELS), lambda out: (out.z_q, None))  # no loss to learn
+
+
+def ours_lfq():
+    from vqvae_lib.lfq import LFQ
+    return module_step(LFQ(LFQ_DIM).train(), LFQ_DIM, lambda out: (out.z_q, out.loss))
+
+
+def their_fsq():
+    from vector_quantize_pytorch import FSQ
+    return module_step(FSQ(FSQ_LEVELS).train(), len(FSQ_LEVELS), lambda out: (out[0], None))
+
+
+def their_lfq():
+    from vector_quantize_pytorch import LFQ
+    lfq = LFQ(dim=LFQ_DIM, entropy_loss_weight=0.1, commitment_loss_weight=0.25, diversity_gamma=1.0).train()
+    return module_step(lfq, LFQ_DIM, lambda out: (out[0], out[2]))
 
 
 def floor():
@@ -106,10 +142,32 @@ def main():
     if len(rows) == 4:
         ratio = statistics.median(results[rows[3][0]]) / statistics.median(results[rows[2][0]])
         print(f"\nvector_quantize_pytorch (EMA) / ours (EMA): {ratio:.1f}x")
+    after_vq(args)
     for preset in ("ci", "cpu"):
         ms = median_ms(training_step(preset), max(args.repeats // 3, 3), warmup=2)
         print(f"VQ-VAE training step, `{preset}` preset (batch {get_preset(preset)['vqvae']['train']['batch_size']}, "
               f"28x28): {ms:.1f} ms")
+
+
+def after_vq(args) -> None:
+    """The second table: each of ours beside its equivalent, measured interleaved in this run."""
+    pairs = [("rotation trick / straight-through (VectorQuantizer, K=512, D=64)", ours(False, True), ours(False))]
+    try:
+        pairs += [(f"FSQ {FSQ_LEVELS}: ours / vector_quantize_pytorch", ours_fsq(), their_fsq()),
+                  (f"LFQ 2^{LFQ_DIM}: ours / vector_quantize_pytorch", ours_lfq(), their_lfq())]
+    except ImportError:
+        print("vector_quantize_pytorch is not installed: the FSQ and LFQ comparisons are skipped")
+    results = {(name, side): [] for name, *_ in pairs for side in (0, 1)}
+    for _ in range(3):
+        for name, *fns in pairs:
+            for side, fn in enumerate(fns):
+                results[name, side].append(median_ms(fn, args.repeats // 3 or 1))
+    print(f"\nAfter VQ: forward + backward on N={N} positions, CPU, {args.threads} threads\n")
+    print("| what | ours ms | reference ms | ratio |")
+    print("|---|---:|---:|---:|")
+    for name, *_ in pairs:
+        a, b = statistics.median(results[name, 0]), statistics.median(results[name, 1])
+        print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
 
 
 if __name__ == "__main__":

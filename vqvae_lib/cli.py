@@ -25,6 +25,7 @@ import torch
 from . import distributed
 from .data import DatasetUnavailable
 from .presets import PRESETS
+from .quantizers import MATCHED_BITS
 from .recipes import DEFAULT_PRIOR, DEFAULT_SEED, PRIOR_KINDS, load_prior, read_metrics, train_prior, train_vqvae
 
 USER_ERRORS = (ValueError, DatasetUnavailable, FileNotFoundError)
@@ -86,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--steps", type=positive_int, default=None, help="override the preset's step budget")
             s.add_argument("--batch-size", type=positive_int, default=None,
                            help="override the preset's batch size; the global batch under torchrun")
+            s.add_argument("--quantizer", choices=list(MATCHED_BITS), default=None,
+                           help="one of chapter 9's 6-bit quantizers instead of the preset's vector quantizer")
             s.add_argument("--compile", action="store_true", help="torch.compile the training step")
             s.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
         if name == "train-prior":
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
 def run(a: argparse.Namespace, device):
     if a.command == "train-vqvae":
         return train_vqvae(a.data, a.preset, a.out, a.seed, a.steps, device, a.compile, a.resume,
-                           batch_size=a.batch_size)
+                           batch_size=a.batch_size, quantizer=a.quantizer)
     if a.command == "train-prior":
         return train_prior(a.vqvae, a.preset, a.out, a.data, a.seed, a.steps, device, batch_size=a.batch_size,
                            kind=a.kind)

@@ -41,6 +41,8 @@ PRESETS = {
         # chapter 8: samples per prior for the Fréchet distances, and for the naive-against-cached timing
         "prior_comparison": dict(samples=256, timing_samples=32),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=300, batch_size=64, lr=2e-3)},
+        # chapter 9: every quantizer's VQ-VAE and the prior on its codes, per seed
+        "quantizer_comparison": dict(steps=300, prior_steps=100, seeds=[0]),
     },
     "cpu": {
         "data": "mnist-5k",
@@ -56,6 +58,7 @@ PRESETS = {
         "experiments": dict(remedy_steps=1500, comparison_steps=1500),
         "prior_comparison": dict(samples=500, timing_samples=64),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
+        "quantizer_comparison": dict(steps=1500, prior_steps=600, seeds=[0, 1]),
     },
     "gpu": {
         "data": "mnist-5k",
@@ -72,6 +75,7 @@ PRESETS = {
         "experiments": dict(remedy_steps=3000, comparison_steps=5000),
         "prior_comparison": dict(samples=500, timing_samples=64),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
+        "quantizer_comparison": dict(steps=5000, prior_steps=3000, seeds=[0, 1]),
     },
 }
 

@@ -97,6 +97,74 @@ class StraightThrough(torch.autograd.Function):
         return grad_z, grad_codebook, None
 
 
+# Below these norms the rotation trick's construction is undefined (see RotationTrick): an encoder output
+# this close to the origin falls back to the straight-through gradient, and a code nearly opposite the
+# encoder output (|u + q| under ANTIPODAL_NORM) is reached by the reflection I - 2 u u^T instead.
+MIN_NORM = 1e-6
+ANTIPODAL_NORM = 1e-4
+
+
+def rotate(x: torch.Tensor, u: torch.Tensor, q: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """R x for the rotation R that takes the unit vector u to the unit vector q in their common plane and
+    fixes the rest of the space (Fifty et al. 2024, sec. 4.2), without forming a D x D matrix:
+
+        R x = x - 2 (x.r) r + 2 (x.u) q,   r = (u + q) / |u + q|
+
+    x, u, q: tensors of one shape whose ``dim`` holds the D components (e.g. (B, D, H, W)); u and q of unit
+    norm. ``rotate(x, q, u)`` is R^T x, the inverse rotation. With |u + q|^2 = 2 (1 + u.q),
+    2 (x.r) r = (x.u + x.q) / (1 + u.q) (u + q), so r is never formed. Where u = -q (|u + q| < ANTIPODAL_NORM)
+    the plane is undefined and r = 0 is used: R x = x + 2 (x.u) q, which for q = -u is the reflection
+    I - 2 u u^T: it maps u to q and preserves lengths and angles (to within |u + q| when q is only nearly -u).
+    """
+    half_sq = 1 + (u * q).sum(dim, keepdim=True)  # |u + q|^2 / 2
+    xu, xq = (x * u).sum(dim, keepdim=True), (x * q).sum(dim, keepdim=True)
+    floor = ANTIPODAL_NORM ** 2 / 2
+    c = torch.where(half_sq > floor, (xu + xq) / half_sq.clamp_min(floor), 0.0)
+    return x - c * (u + q) + 2 * xu * q
+
+
+class RotationTrick(torch.autograd.Function):
+    """The rotation trick (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation Trick"):
+
+        z_q = sg[lambda R] z_e,   lambda = |e| / |z_e|,   R the rotation taking z_e / |z_e| to e / |e|
+
+    per position. Its value is lambda R z_e = e, the chosen code (returned exactly, not recomputed); its
+    gradient is the decoder's gradient g at z_q carried back through the constant linear map:
+    dL/dz_e = lambda R^T g. R^T is orthogonal, so the angle between dL/dz_e and z_e equals the angle
+    between g and e, and |dL/dz_e| = lambda |g|: encoder outputs sharing a code get different gradients
+    according to where each lies relative to it, where straight-through hands all of them the same g.
+    With codes much shorter than the encoder outputs (the default init, ~1/K) lambda << 1 shrinks that gradient.
+
+    Degenerate cases: |z_e| < MIN_NORM (no direction, lambda unbounded): the straight-through gradient g;
+    |e| < MIN_NORM (a code at the origin, no direction): R = I, so the gradient lambda g vanishes with lambda,
+    the construction's limit as the code approaches the origin; e opposite z_e: the reflection of :func:`rotate`.
+
+    z_e: (B, D, H, W) float32, e: (B, D, H, W) the chosen codes (no gradient) -> z_q (B, D, H, W).
+    """
+
+    @staticmethod
+    def forward(ctx, z_e, e):
+        ctx.save_for_backward(z_e, e)
+        return e.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        # lambda R^T g = lambda g + alpha z_e + beta e, from R^T g = g - c (u + q) + 2 (g.q) u (see rotate) with
+        # u = z_e / a, q = e / b: five per-position dot products and three passes, no unit vectors formed.
+        z, e = ctx.saved_tensors
+        zz, ee, ze, gz, ge = ((x * y).sum(1, keepdim=True) for x, y in ((z, z), (e, e), (z, e), (g, z), (g, e)))
+        a, b = zz.sqrt(), ee.sqrt()
+        a_safe, b_safe = a.clamp_min(MIN_NORM), b.clamp_min(MIN_NORM)
+        lam = torch.where(a < MIN_NORM, 1.0, b / a_safe)
+        half_sq = 1 + ze / (a_safe * b_safe)  # |u + q|^2 / 2
+        floor = ANTIPODAL_NORM ** 2 / 2
+        c = torch.where(half_sq > floor, (gz / a_safe + ge / b_safe) / half_sq.clamp_min(floor), 0.0)
+        degenerate = (a < MIN_NORM) | (b < MIN_NORM)  # R = I there
+        alpha = torch.where(degenerate, 0.0, lam * (2 * ge / (a_safe * b_safe) - c / a_safe))
+        beta = torch.where(degenerate, 0.0, -lam * c / b_safe)
+        return (g * lam).addcmul_(z, alpha).addcmul_(e, beta), None
+
+
 def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
     """exp(H(p)) of the usage distribution p = counts / counts.sum(). counts: (K,)."""
     p = counts.float() / counts.sum().clamp_min(1)
@@ -138,6 +206,10 @@ class VectorQuantizer(nn.Module):
     outputs assigned to them (Laplace-smoothed counts); the codebook then takes no gradient,
     ``codebook_loss`` is reported only and ``loss = beta * commitment_loss``.
 
+    rotation_trick: pass the decoder's gradient to z_e through the rotation and rescaling that take z_e
+      to its code (:class:`RotationTrick`, Fifty et al. 2024) instead of unchanged (straight-through).
+      The forward value, the codebook and commitment losses and the EMA updates are the same.
+
     Options against codebook collapse:
       kmeans_init: set the codes by k-means on the first training batch.
       restart_after: a code unused for this many training steps is reset to a random encoder
@@ -155,13 +227,14 @@ class VectorQuantizer(nn.Module):
     @register_to_config
     def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, ema: bool = False,
                  decay: float = 0.99, eps: float = 1e-5, kmeans_init: bool = False, restart_after: int = 0,
-                 seed: int = 0):
+                 seed: int = 0, rotation_trick: bool = False):
         super().__init__()
         if num_codes < 1 or code_dim < 1:
             raise ValueError(f"num_codes and code_dim must be positive, got {num_codes}, {code_dim}")
         self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
         self.ema, self.decay, self.eps = ema, decay, eps
         self.kmeans_init, self.restart_after, self.seed = kmeans_init, restart_after, seed
+        self.rotation_trick = rotation_trick
         init = torch.empty(num_codes, code_dim).uniform_(-1 / num_codes, 1 / num_codes,
                                                          generator=seeded_generator(seed))
         self.codebook = nn.Parameter(init, requires_grad=not ema)
@@ -208,6 +281,8 @@ class VectorQuantizer(nn.Module):
                     self._update(flat, idx, counts)
             idx = idx.view(B, H, W)
             z_q, codebook_loss, commitment_loss = StraightThrough.apply(z, self.codebook, idx)
+            if self.rotation_trick:  # same value e; only the gradient z_q passes to z_e changes
+                z_q = RotationTrick.apply(z, z_q.detach())
             loss = self.beta * commitment_loss if self.ema else codebook_loss + self.beta * commitment_loss
         return VQOutput(z_q.to(z_e.dtype), idx, codebook_loss, commitment_loss, loss,
                         perplexity_from_counts(counts))

@@ -7,12 +7,24 @@ A builder takes the VQ-VAE's ``num_codes``, ``code_dim`` and ``beta`` and the ki
 """
 from __future__ import annotations
 
+from .fsq import FSQ
+from .gumbel import GumbelQuantizer
+from .lfq import LFQ
 from .quantize import VectorQuantizer
+from .residual import ResidualVQ
 
 DEFAULT_QUANTIZER = "vq"
 
 QUANTIZERS = {
     "vq": lambda num_codes, code_dim, beta, **options: VectorQuantizer(num_codes, code_dim, beta=beta, **options),
+    # num_quantizers stages of stage_codes codes: the VQ-VAE's num_codes must be stage_codes ** num_quantizers
+    "residual": lambda num_codes, code_dim, beta, **options: ResidualVQ(code_dim=code_dim, beta=beta, **options),
+    # beta unused: the Gumbel quantizer has no commitment term (its KL is weighted by its own kl_weight)
+    "gumbel": lambda num_codes, code_dim, beta, **options: GumbelQuantizer(num_codes, code_dim, **options),
+    # levels fix num_codes = prod(levels), code_dim = len(levels); no commitment, no draws: beta, seed unused
+    "fsq": lambda num_codes, code_dim, beta, seed=0, **options: FSQ(**options),
+    # num_codes = 2 ** code_dim; nothing drawn: seed unused
+    "lfq": lambda num_codes, code_dim, beta, seed=0, **options: LFQ(code_dim, beta=beta, **options),
 }
 
 
@@ -29,3 +41,26 @@ def build_quantizer(num_codes: int, code_dim: int, beta: float, options: dict | 
                          f"{quantizer.code_dim} channels, but the VQ-VAE has num_codes={num_codes}, "
                          f"code_dim={code_dim}")
     return quantizer
+
+
+SIX_BITS = 64  # codes per latent position in chapter 9's comparison: 6 bits
+# Chapter 9's quantizers at 6 bits per latent position, as changes to a preset's VQ-VAE (its encoder and
+# decoder otherwise the same): a quantizer that fixes the number of channels sets code_dim too.
+MATCHED_BITS = {
+    "vq": dict(num_codes=SIX_BITS, quantizer={}),  # plain: no k-means, no restarts, a gradient codebook
+    "vq-remedies": dict(num_codes=SIX_BITS, quantizer=dict(ema=True, kmeans_init=True, restart_after=20)),
+    "vq-rotation": dict(num_codes=SIX_BITS, quantizer=dict(rotation_trick=True)),
+    "fsq": dict(num_codes=SIX_BITS, code_dim=3, quantizer=dict(kind="fsq", levels=[4, 4, 4])),
+    "lfq": dict(num_codes=SIX_BITS, code_dim=6, quantizer=dict(kind="lfq")),
+    "residual": dict(num_codes=SIX_BITS, quantizer=dict(kind="residual", num_quantizers=2, stage_codes=8,
+                                                        kmeans_init=True, restart_after=20)),
+    "gumbel": dict(num_codes=SIX_BITS, quantizer=dict(kind="gumbel")),
+}
+
+
+def with_quantizer(model_settings: dict, name: str) -> dict:
+    """A VQ-VAE's settings (``preset["vqvae"]["model"]``) with chapter 9's quantizer ``name`` instead."""
+    if name not in MATCHED_BITS:
+        raise ValueError(f"unknown quantizer {name!r}; known: {', '.join(MATCHED_BITS)}")
+    return {**model_settings, **MATCHED_BITS[name]}
+

@@ -27,6 +27,7 @@ from .maskgit import MaskedPrior
 from .metrics import encode_dataset, evaluate_vqvae
 from .pixelcnn import GatedPixelCNN
 from .presets import get_preset
+from .quantizers import with_quantizer
 from .seeding import seeded
 from .train import evaluate, train
 from .transformer import TransformerPrior
@@ -115,9 +116,15 @@ def prior_test_metrics(prior, test_set, device=None) -> dict:
 
 def train_vqvae(data: str, preset: str | None, out, seed: int = DEFAULT_SEED, steps: int | None = None,
                 device=None, compile: bool = False, resume: bool = False, progress: bool = True,
-                batch_size: int | None = None) -> dict:
-    """Train the preset's VQ-VAE on ``data``; writes the model and ``metrics.json`` to ``out``, returns the metrics."""
+                batch_size: int | None = None, quantizer: str | None = None) -> dict:
+    """Train the preset's VQ-VAE on ``data``; writes the model and ``metrics.json`` to ``out``, returns the metrics.
+
+    quantizer: one of chapter 9's 6-bit quantizers (:data:`vqvae_lib.quantizers.MATCHED_BITS`) instead of
+    the preset's.
+    """
     p = get_preset(preset)
+    if quantizer is not None:
+        p["vqvae"]["model"] = with_quantizer(p["vqvae"]["model"], quantizer)
     train_set, test_set = load_images(data, "train"), load_images(data, "test")
     model = build_vqvae(p, train_set, seed)
     out = Path(out)

@@ -1,0 +1,217 @@
+"""Finite scalar quantisation (Mentzer et al. 2023): the paper's bound, straight-through rounding, the
+mixed-radix indices, and FSQ as a drop-in quantizer of the VQ-VAE."""
+import ast
+import itertools
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vqvae_lib import VQVAE, evaluate_vqvae, get_preset, load_images, train
+from vqvae_lib.fsq import FSQ
+from vqvae_lib.quantizers import build_quantizer
+from vqvae_lib.seeding import seeded
+
+LIBRARY = Path(__file__).resolve().parents[1] / "vqvae_lib"
+
+
+def paper_bound(z: float, levels: int, eps: float = 1e-3) -> float:
+    """The paper's bound (appendix A.1, with atanh for its pseudocode's tan, as its author confirmed), one value."""
+    half_l = (levels - 1) * (1 + eps) / 2
+    offset = 0.5 if levels % 2 == 0 else 0.0
+    return math.tanh(z + math.atanh(offset / half_l)) * half_l - offset
+
+
+def channel_map(values: torch.Tensor, channels: int) -> torch.Tensor:
+    """The same values in every channel: (n,) -> (1, channels, n, 1)."""
+    return values.view(1, 1, -1, 1).expand(1, channels, -1, 1).contiguous()
+
+
+@pytest.mark.parametrize("levels", [[3, 4, 5, 8], [2, 7]])
+def test_bound_is_the_papers_for_odd_and_even_levels(levels):
+    fsq = FSQ(levels)
+    zs = torch.linspace(-4, 4, 41, dtype=torch.float64)
+    got = fsq.bound(channel_map(zs, len(levels)).float())
+    for d, L in enumerate(levels):
+        expected = torch.tensor([paper_bound(float(z), L) for z in zs], dtype=torch.float64)
+        assert torch.allclose(got[0, d, :, 0].double(), expected, atol=1e-6), L
+    assert torch.allclose(fsq.bound(torch.zeros(1, len(levels), 1, 1)), torch.zeros(1), atol=1e-6)  # the shift's aim
+
+
+@pytest.mark.parametrize("L, values", [(5, [-1, -0.5, 0, 0.5, 1]), (4, [-1, -0.5, 0, 0.5]), (3, [-1, 0, 1]),
+                                       (2, [-1, 0])])
+def test_codes_take_exactly_L_values_in_minus_one_one(L, values):
+    z = channel_map(torch.linspace(-10, 10, 2001), 1)
+    assert FSQ([L])(z).z_q.unique().tolist() == values
+
+
+def test_rounding_passes_the_gradient_and_the_bound_shapes_it():
+    """d code / dz = d bound / dz / (L // 2) = (1 - tanh^2(z + shift)) half_l / (L // 2): rounding is the identity
+    for the gradient (it equals the unrounded bound's), the bound is not (it differs from the upstream g)."""
+    levels = [3, 4, 5, 8]
+    fsq = FSQ(levels)
+    z = (torch.randn(2, 4, 3, 3) * 1.5).requires_grad_(True)
+    g = torch.randn(2, 4, 3, 3)
+    (grad,) = torch.autograd.grad((fsq(z).z_q * g).sum(), z)
+    (unrounded,) = torch.autograd.grad((fsq.bound(z) / fsq.half_width * g).sum(), z)
+    assert torch.allclose(grad, unrounded, atol=1e-6)
+    for d, L in enumerate(levels):
+        half_l, offset = (L - 1) * (1 + 1e-3) / 2, 0.5 if L % 2 == 0 else 0.0
+        t = torch.tanh(z[:, d].detach() + math.atanh(offset / half_l))
+        assert torch.allclose(grad[:, d], g[:, d] * (1 - t ** 2) * half_l / (L // 2), atol=1e-6), L
+    assert not torch.allclose(grad, g, atol=1e-2)
+
+
+def test_every_code_round_trips_through_its_mixed_radix_index():
+    levels = [3, 4, 5]
+    fsq = FSQ(levels)
+    assert (fsq.num_codes, fsq.code_dim) == (60, 3)
+    indices = torch.arange(60).view(1, 60, 1)
+    codes = fsq.indices_to_codes(indices)  # (1, 3, 60, 1)
+    assert torch.equal(fsq.codes_to_indices(codes), indices)
+    grid = {tuple(c) for c in codes[0, :, :, 0].t().tolist()}
+    per_channel = [[(k - L // 2) / (L // 2) for k in range(L)] for L in levels]
+    assert grid == set(itertools.product(*per_channel))  # all 60 grid points, each once
+    for i in range(60):  # index = k0 + 3 k1 + 12 k2 with k_d the level digit of channel d
+        k = [round(codes[0, d, i, 0].item() * (L // 2)) + L // 2 for d, L in enumerate(levels)]
+        assert k[0] + 3 * k[1] + 12 * k[2] == i
+    assert torch.equal(fsq.implicit_codebook(), codes[0, :, :, 0].t())
+
+
+def test_encode_lookup_and_forward_agree():
+    fsq = FSQ([4, 4, 4])
+    z_e = torch.randn(3, 3, 5, 5) * 2
+    out = fsq(z_e)
+    assert out.indices.shape == (3, 5, 5) and out.indices.dtype == torch.long
+    assert torch.equal(fsq.encode(z_e), out.indices)
+    assert torch.equal(fsq.lookup(out.indices), out.z_q)
+    assert torch.equal(fsq.codes_to_indices(out.z_q), out.indices)
+    for name in ("codebook_loss", "commitment_loss", "loss"):
+        assert float(getattr(out, name)) == 0.0
+    counts = torch.bincount(out.indices.flatten(), minlength=64).float()
+    p = counts / counts.sum()
+    assert float(out.perplexity) == pytest.approx(math.exp(-(p[p > 0] * p[p > 0].log()).sum()), rel=1e-5)
+
+
+@pytest.mark.parametrize("levels", [[], [1], [0, 4], [4, 2.5], "444", [True, 4], [1001]])
+def test_bad_levels_are_refused(levels):
+    with pytest.raises(ValueError, match="level"):
+        FSQ(levels)
+
+
+@pytest.mark.parametrize("z_e", [torch.randn(2, 4, 3, 3), torch.randn(3, 3, 3), torch.full((1, 3, 2, 2), math.nan)])
+def test_bad_inputs_are_refused(z_e):
+    fsq = FSQ([4, 4, 4])
+    with pytest.raises(ValueError, match="z_e"):
+        fsq(z_e)
+    with pytest.raises(ValueError, match="z_e"):
+        fsq.encode(z_e)
+
+
+def test_lookup_refuses_bad_indices():
+    fsq = FSQ([4, 4, 4])
+    with pytest.raises(ValueError, match=r"\[0, 64\)"):
+        fsq.lookup(torch.tensor([[[64]]]))
+    with pytest.raises(ValueError, match="int64"):
+        fsq.lookup(torch.tensor([[[3]]], dtype=torch.int32))
+
+
+def test_counts_are_summed_over_ranks_in_training_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr("vqvae_lib.distributed.all_reduce_sum_", lambda t: calls.append(t.shape) or t)
+    fsq = FSQ([4, 4, 4])
+    fsq.eval()(torch.randn(1, 3, 2, 2))
+    assert calls == []
+    fsq.train()(torch.randn(1, 3, 2, 2))
+    assert calls == [(64,)]
+
+
+def test_codes_in_float32_under_autocast():
+    fsq = FSQ([8, 5, 5, 5])
+    z_e = torch.randn(2, 4, 6, 6) * 3
+    expected = fsq(z_e).indices
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fsq(z_e.bfloat16())
+    assert torch.equal(out.indices, fsq.encode(z_e.bfloat16().float())) and out.z_q.dtype == torch.bfloat16
+    assert (out.indices != expected).float().mean() < 0.1  # only bf16's rounding of the input moves codes
+
+
+def test_registered_kind_and_its_size_check():
+    fsq = build_quantizer(64, 3, 0.25, {"kind": "fsq", "levels": [4, 4, 4], "seed": 3})
+    assert isinstance(fsq, FSQ) and fsq.config == {"levels": [4, 4, 4]}
+    with pytest.raises(ValueError, match="64 codes of 3 channels"):
+        build_quantizer(512, 3, 0.25, {"kind": "fsq", "levels": [4, 4, 4]})
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = VQVAE(num_codes=60, code_dim=3, hidden_channels=16, res_channels=8, num_res_layers=1,
+                  quantizer={"kind": "fsq", "levels": [3, 4, 5]}).eval()
+    model.save_pretrained(tmp_path)
+    loaded = VQVAE.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded.quantizer, FSQ) and loaded.quantizer.levels == [3, 4, 5]
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    assert torch.equal(a.x_recon, b.x_recon) and torch.equal(a.vq.indices, b.vq.indices)
+    assert torch.equal(loaded.decode_indices(a.vq.indices), a.x_recon)
+
+
+def test_a_saturated_channel_passes_no_gradient():
+    """Far out along tanh the bound is flat: an encoder output pushed there gets no gradient to come back with."""
+    z = torch.tensor([0.0, 3.0, 40.0]).view(1, 1, 3, 1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(FSQ([4])(z).z_q.sum(), z)
+    assert grad[0, 0, 0, 0] > 0.5 and 0 < grad[0, 0, 1, 0] < 0.01 and grad[0, 0, 2, 0] == 0
+
+
+def test_library_checks_do_not_rely_on_assert():
+    """``python -O`` strips asserts: the quantizers' checks must be raises (and still raise there)."""
+    for name in ("fsq.py", "lfq.py", "quantize.py", "quantizers.py"):
+        tree = ast.parse((LIBRARY / name).read_text())
+        assert not [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)], name
+    script = "\n".join([
+        "import torch",
+        "from vqvae_lib.fsq import FSQ",
+        "from vqvae_lib.lfq import LFQ",
+        "from vqvae_lib.quantize import VectorQuantizer",
+        "if __debug__:",
+        "    raise SystemExit('asserts are on')",
+        "bad = [lambda: FSQ([1]), lambda: FSQ([]), lambda: LFQ(0), lambda: LFQ(4, temperature=0.0),",
+        "       lambda: FSQ([4, 4])(torch.randn(1, 3, 2, 2)), lambda: LFQ(3)(torch.full((1, 3, 1, 1), float('nan'))),",
+        "       lambda: VectorQuantizer(8, 4, rotation_trick=True)(torch.randn(1, 3, 2, 2)),",
+        "       lambda: LFQ(3).lookup(torch.tensor([[[8]]]))]",
+        "for i, make in enumerate(bad):",
+        "    try:",
+        "        make()",
+        "    except ValueError:",
+        "        print('refused', i)",
+        "    else:",
+        "        raise SystemExit(f'case {i} accepted under python -O')",
+    ])
+    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.count("refused") == 8, run.stdout + run.stderr
+
+
+# The ci VQ-VAE with FSQ [4, 4, 4] (64 codes of 3 channels), trained 300 steps on one CPU thread (about 12 s of CPU
+# time, data and evaluation included): test NMSE 0.116, all 64 codes used; untrained, 3.5. The weights are drawn
+# from seed 1: from seed 0 (the only one of seeds 0-8 tried) the first steps push every encoder output into one
+# corner code and far out along tanh, where the bound's gradient is exactly zero (see the test above), and FSQ never
+# leaves it: test NMSE 0.73, one code used (the same with vector_quantize_pytorch's FSQ).
+STEPS, TRAIN_IMAGES, MAX_NMSE, MODEL_SEED = 300, 2000, 0.16, 1
+
+
+def test_fsq_trains_the_ci_vqvae(one_thread):
+    train_set, test_set = load_images("mnist-5k", "train", limit=TRAIN_IMAGES), load_images("mnist-5k", "test")
+    settings = get_preset("ci")["vqvae"]
+    model_settings = {**settings["model"], "num_codes": 64, "code_dim": 3,
+                      "quantizer": {"kind": "fsq", "levels": [4, 4, 4]}}
+    with seeded(MODEL_SEED):
+        model = VQVAE(in_channels=1, data_variance=train_set.variance(), **model_settings)
+    untrained = evaluate_vqvae(model, test_set, device="cpu")["nmse"]
+    train(model, train_set, steps=STEPS, batch_size=settings["train"]["batch_size"], lr=settings["train"]["lr"],
+          progress=False, device="cpu", seed=0)
+    result = evaluate_vqvae(model, test_set, device="cpu")
+    print("fsq", result, "untrained", untrained)
+    assert result["nmse"] < MAX_NMSE and result["nmse"] < untrained, (result, untrained)

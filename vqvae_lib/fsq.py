@@ -1,0 +1,153 @@
+"""Finite scalar quantisation (Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple").
+
+Each of the D channels of ``z_e: (B, D, H, W)`` is squashed into a bounded range and rounded to one of
+``levels[d]`` integers; the code is the vector of the D rounded values, so the codebook is the fixed grid
+of prod(levels) points and nothing is learned in the quantiser: no codebook loss, no commitment loss, no
+codebook to collapse. A drop-in for :class:`~vqvae_lib.quantize.VectorQuantizer` (``VQVAE(quantizer={"kind": "fsq",
+"levels": [4, 4, 4]}, num_codes=64, code_dim=3)``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import distributed
+from .checkpoint import register_to_config
+from .quantize import VQOutput, perplexity_from_counts
+
+# The paper's margin (appendix A.1): the bound reaches slightly past the outer levels, so that they are
+# rounded to as often as the inner ones instead of only in tanh's limit.
+BOUND_EPS = 1e-3
+# With the margin, (L - 1) eps / 2 >= 1/2 would let the bound round to one level past either end.
+MAX_LEVEL = round(1 / BOUND_EPS)
+MIN_LEVEL = 2
+
+
+class _RoundBound(torch.autograd.Function):
+    """round(bound(z)) / half_width with the gradient of bound(z) / half_width (rounding straight through),
+    in one node: bound(z) = tanh(z + shift) half_l - offset, so d/dz = (1 - tanh^2) half_l / half_width.
+
+    z: (B, D, H, W) float32; shift, half_l, offset, half_width: (1, D, 1, 1)
+    -> codes (B, D, H, W) in [-1, 1], rounded (B, D, H, W) the integers round(bound(z)).
+    """
+
+    @staticmethod
+    def forward(ctx, z, shift, half_l, offset, half_width):
+        t = torch.tanh(z + shift)
+        rounded = torch.round(t * half_l - offset)
+        ctx.save_for_backward(t, half_l / half_width)
+        ctx.mark_non_differentiable(rounded)
+        return rounded / half_width, rounded
+
+    @staticmethod
+    def backward(ctx, grad_codes, grad_rounded):
+        t, slope = ctx.saved_tensors
+        return grad_codes * (1 - t * t) * slope, None, None, None, None
+
+
+class FSQ(nn.Module):
+    """Finite scalar quantisation of ``z_e: (B, D, H, W)``, D = len(levels) (Mentzer et al. 2023, sec. 3).
+
+    Per channel with L = levels[d] (the paper's ``bound``, appendix A.1, its offset making even L work):
+        half_l = (L - 1)(1 + eps) / 2,  offset = 1/2 if L is even else 0,  shift = atanh(offset / half_l)
+        bound(z) = tanh(z + shift) half_l - offset
+        code = round(bound(z)) / (L // 2)          # rounding straight-through; codes in [-1, 1]
+    The rounded values are the integers -(L // 2) .. (L - 1) - L // 2 (odd L: symmetric about 0; even L:
+    one more below zero). The index of a code is its mixed-radix number: with level digits
+    k_d = round(bound(z_d)) + L_d // 2 in [0, L_d), index = sum_d k_d basis_d, basis_d = prod_{d' < d} L_d'
+    (:meth:`codes_to_indices`; :meth:`indices_to_codes` is the inverse).
+
+    (The paper's pseudocode writes ``tan`` for the shift; its author confirmed ``atanh``, used here.)
+
+    levels: the number of values of each channel, each >= 2 (L = 2 gives the two codes -1 and 0, and a
+    vanishing gradient at z = 0 because the shift sits far out on tanh; the paper's choices are 5 to 8).
+    num_codes = prod(levels), code_dim = len(levels). The loss is zero: FSQ has nothing to learn.
+    Nothing pulls an encoder output back from tanh's flat tails either (no commitment term): one pushed far
+    out gets no gradient (tests/test_fsq.py shows a ci run where every position ends there).
+    """
+
+    @register_to_config
+    def __init__(self, levels: list[int]):
+        super().__init__()
+        levels = list(levels) if isinstance(levels, (list, tuple)) else levels
+        if not isinstance(levels, list) or not levels:
+            raise ValueError(f"levels must be a non-empty list of integers, got {levels!r}")
+        if any(isinstance(L, bool) or not isinstance(L, int) or not MIN_LEVEL <= L <= MAX_LEVEL for L in levels):
+            raise ValueError(f"every level must be an integer in [{MIN_LEVEL}, {MAX_LEVEL}], got {levels}")
+        self.levels = levels
+        self.num_codes, self.code_dim = math.prod(levels), len(levels)
+
+        def channel_buffer(name, values, dtype=torch.float32):
+            self.register_buffer(name, torch.tensor(values, dtype=dtype).view(1, -1, 1, 1), persistent=False)
+
+        half_l = [(L - 1) * (1 + BOUND_EPS) / 2 for L in levels]
+        offset = [0.5 if L % 2 == 0 else 0.0 for L in levels]
+        channel_buffer("half_l", half_l)
+        channel_buffer("offset", offset)
+        channel_buffer("shift", [math.atanh(o / h) for o, h in zip(offset, half_l)])  # in float64, then stored
+        channel_buffer("half_width", [L // 2 for L in levels])
+        channel_buffer("half_width_int", [L // 2 for L in levels], torch.long)
+        channel_buffer("level_count", levels, torch.long)
+        channel_buffer("basis", [math.prod(levels[:d]) for d in range(len(levels))], torch.long)
+
+    def check(self, z_e: torch.Tensor) -> None:
+        """Raise ValueError unless ``z_e`` is a finite (B, D, H, W) map with D = code_dim."""
+        if z_e.dim() != 4 or z_e.shape[1] != self.code_dim:
+            raise ValueError(f"z_e must be (B, {self.code_dim}, H, W), got {tuple(z_e.shape)}")
+        if not torch.isfinite(z_e).all():
+            raise ValueError("z_e contains NaN or infinite values")
+
+    def bound(self, z: torch.Tensor) -> torch.Tensor:
+        """The paper's bound before rounding: z: (B, D, H, W) -> tanh(z + shift) half_l - offset, same shape."""
+        return torch.tanh(z + self.shift) * self.half_l - self.offset
+
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z: (B, D, H, W) float32 -> (codes (B, D, H, W) in [-1, 1] with the straight-through gradient of the
+        bound, the rounded integers (B, D, H, W))."""
+        return _RoundBound.apply(z, self.shift, self.half_l, self.offset, self.half_width)
+
+    def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes: (B, D, H, W) on the grid (values k / (L // 2)) -> indices (B, H, W) long, the mixed-radix
+        number sum_d (code_d (L_d // 2) + L_d // 2) basis_d."""
+        digits = torch.round(codes.float() * self.half_width).long() + self.half_width_int
+        return (digits * self.basis).sum(1)
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices: (B, H, W) long -> codes (B, D, H, W): digit_d = (index // basis_d) mod L_d, code_d =
+        (digit_d - L_d // 2) / (L_d // 2). No checks (see :meth:`lookup`)."""
+        digits = torch.div(indices.unsqueeze(1), self.basis, rounding_mode="floor") % self.level_count
+        return (digits - self.half_width_int).float() / self.half_width
+
+    def implicit_codebook(self) -> torch.Tensor:
+        """Every code, (num_codes, D), row i the code of index i: the fixed grid FSQ quantises to."""
+        indices = torch.arange(self.num_codes, device=self.basis.device).view(1, -1, 1)
+        return self.indices_to_codes(indices)[0, :, :, 0].t()
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices: (B, H, W) long -> code vectors (B, D, H, W)."""
+        if indices.dtype != torch.long:
+            raise ValueError(f"indices must be int64, got {indices.dtype}")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
+            raise ValueError(f"indices must lie in [0, {self.num_codes}), got range "
+                             f"[{int(indices.min())}, {int(indices.max())}]")
+        return self.indices_to_codes(indices)
+
+    @torch.no_grad()
+    def encode(self, z_e: torch.Tensor) -> torch.Tensor:
+        """z_e: (B, D, H, W) -> indices (B, H, W) long (no state: FSQ has none)."""
+        self.check(z_e)
+        rounded = torch.round(self.bound(z_e.float()))
+        return ((rounded.long() + self.half_width_int) * self.basis).sum(1)
+
+    def forward(self, z_e: torch.Tensor) -> VQOutput:
+        self.check(z_e)
+        with torch.autocast(z_e.device.type, enabled=False):  # rounding of bf16 values would shift codes
+            codes, rounded = self.quantize(z_e.float())
+            indices = ((rounded.long() + self.half_width_int) * self.basis).sum(1)
+            counts = torch.bincount(indices.view(-1), minlength=self.num_codes)
+            if self.training:
+                distributed.all_reduce_sum_(counts)  # the global batch's usage
+            zero = codes.new_zeros(())
+        return VQOutput(codes.to(z_e.dtype), indices, zero, zero, zero, perplexity_from_counts(counts))
