@@ -20,7 +20,7 @@ def train_in_fresh_process(out, seed: int, disturb_global_rng: bool) -> dict:
     """Run the ci recipe in a new Python process; optionally use the global RNG first, as a notebook might."""
     code = textwrap.dedent(f"""
         import torch
-        torch.set_num_threads(2)
+        torch.set_num_threads(1)  # one core each: the processes run beside the other test workers
         if {disturb_global_rng}:
             torch.manual_seed(12345)
             torch.rand(1000)

@@ -74,17 +74,18 @@ class DigitClassifier(nn.Module, PretrainedMixin):
 
 
 def train_classifier(train_set, preset: str | None = None, steps: int | None = None, seed: int = 0,
-                     device=None, progress: bool = False) -> DigitClassifier:
+                     device=None, progress: bool = False, cache=None) -> DigitClassifier:
     """The preset's ``classifier`` trained on ``train_set`` (an ImageDataset with ``.labels``), seeded.
 
     ``steps`` overrides the preset's step budget. The ci budget takes about 10 s on one CPU thread.
+    ``cache``: as :func:`vqvae_lib.train.train`'s (a finished run is loaded, not trained again).
     """
     p = get_preset(preset)
     settings = {**p["classifier"]["train"], **({"steps": steps} if steps is not None else {})}
     with seeded(seed):
         model = DigitClassifier(in_channels=train_set.shape[0], num_classes=train_set.num_classes,
                                 **p["classifier"]["model"])
-    train(model, train_set, **settings, seed=seed, device=device, progress=progress)
+    train(model, train_set, **settings, seed=seed, device=device, progress=progress, cache=cache)
     return model
 
 
