@@ -15,7 +15,7 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import register_to_config
-from .quantize import VQOutput, perplexity_from_counts
+from .quantize import VQOutput, check_indices, check_z_e, perplexity_from_counts
 
 # The paper's margin (appendix A.1): the bound reaches slightly past the outer levels, so that they are
 # rounded to as often as the inner ones instead of only in tanh's limit.
@@ -92,13 +92,6 @@ class FSQ(nn.Module):
         channel_buffer("level_count", levels, torch.long)
         channel_buffer("basis", [math.prod(levels[:d]) for d in range(len(levels))], torch.long)
 
-    def check(self, z_e: torch.Tensor) -> None:
-        """Raise ValueError unless ``z_e`` is a finite (B, D, H, W) map with D = code_dim."""
-        if z_e.dim() != 4 or z_e.shape[1] != self.code_dim:
-            raise ValueError(f"z_e must be (B, {self.code_dim}, H, W), got {tuple(z_e.shape)}")
-        if not torch.isfinite(z_e).all():
-            raise ValueError("z_e contains NaN or infinite values")
-
     def bound(self, z: torch.Tensor) -> torch.Tensor:
         """The paper's bound before rounding: z: (B, D, H, W) -> tanh(z + shift) half_l - offset, same shape."""
         return torch.tanh(z + self.shift) * self.half_l - self.offset
@@ -127,22 +120,18 @@ class FSQ(nn.Module):
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """indices: (B, H, W) long -> code vectors (B, D, H, W)."""
-        if indices.dtype != torch.long:
-            raise ValueError(f"indices must be int64, got {indices.dtype}")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
-            raise ValueError(f"indices must lie in [0, {self.num_codes}), got range "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+        check_indices(indices, self.num_codes)
         return self.indices_to_codes(indices)
 
     @torch.no_grad()
     def encode(self, z_e: torch.Tensor) -> torch.Tensor:
         """z_e: (B, D, H, W) -> indices (B, H, W) long (no state: FSQ has none)."""
-        self.check(z_e)
+        check_z_e(z_e, self.code_dim)
         rounded = torch.round(self.bound(z_e.float()))
         return ((rounded.long() + self.half_width_int) * self.basis).sum(1)
 
     def forward(self, z_e: torch.Tensor) -> VQOutput:
-        self.check(z_e)
+        check_z_e(z_e, self.code_dim)
         with torch.autocast(z_e.device.type, enabled=False):  # rounding of bf16 values would shift codes
             codes, rounded = self.quantize(z_e.float())
             indices = ((rounded.long() + self.half_width_int) * self.basis).sum(1)

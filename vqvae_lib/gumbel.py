@@ -17,8 +17,7 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import register_to_config
-from .quantize import VQOutput, perplexity_from_counts
-from .residual import check_indices, check_z_e
+from .quantize import VQOutput, check_indices, check_z_e, perplexity_from_counts
 from .seeding import generator as seeded_generator
 
 # The codes start as nn.Embedding's do (the dVAE of taming-transformers' GumbelQuantize uses one): N(0, 1).

@@ -14,7 +14,7 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import register_to_config
-from .quantize import VQOutput, perplexity_from_counts
+from .quantize import VQOutput, check_indices, check_z_e, perplexity_from_counts
 
 # The codebook entropy needs each position's distribution over all 2^D codes: beyond this it would not fit.
 MAX_CODE_DIM = 24
@@ -109,13 +109,6 @@ class LFQ(nn.Module):
         self.register_buffer("low_bits", low_bits, persistent=False)
         self.register_buffer("high_bits", high_bits, persistent=False)
 
-    def check(self, z_e: torch.Tensor) -> None:
-        """Raise ValueError unless ``z_e`` is a finite (B, D, H, W) map with D = code_dim."""
-        if z_e.dim() != 4 or z_e.shape[1] != self.code_dim:
-            raise ValueError(f"z_e must be (B, {self.code_dim}, H, W), got {tuple(z_e.shape)}")
-        if not torch.isfinite(z_e).all():
-            raise ValueError("z_e contains NaN or infinite values")
-
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (or any z): (B, D, H, W) -> indices (B, H, W) long, sum_d [codes_d > 0] 2^d."""
         return ((codes > 0).long() * self.basis).sum(1)
@@ -156,21 +149,17 @@ class LFQ(nn.Module):
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """indices: (B, H, W) long -> code vectors (B, D, H, W)."""
-        if indices.dtype != torch.long:
-            raise ValueError(f"indices must be int64, got {indices.dtype}")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
-            raise ValueError(f"indices must lie in [0, {self.num_codes}), got range "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+        check_indices(indices, self.num_codes)
         return self.indices_to_codes(indices)
 
     @torch.no_grad()
     def encode(self, z_e: torch.Tensor) -> torch.Tensor:
         """z_e: (B, D, H, W) -> indices (B, H, W) long (no state: LFQ has none)."""
-        self.check(z_e)
+        check_z_e(z_e, self.code_dim)
         return self.codes_to_indices(z_e)
 
     def forward(self, z_e: torch.Tensor) -> VQOutput:
-        self.check(z_e)
+        check_z_e(z_e, self.code_dim)
         with torch.autocast(z_e.device.type, enabled=False):  # entropies and signs in float32
             z = z_e.float()
             z_q, commitment = _SignStraightThrough.apply(z)

@@ -55,6 +55,23 @@ def code_sums(idx: torch.Tensor, x: torch.Tensor, num_codes: int) -> torch.Tenso
     return x.new_zeros(num_codes, x.shape[1]).index_add_(0, idx, x)
 
 
+def check_z_e(z_e: torch.Tensor, code_dim: int) -> None:
+    """Raise ValueError unless ``z_e`` is a finite (B, code_dim, H, W) tensor."""
+    if z_e.dim() != 4 or z_e.shape[1] != code_dim:
+        raise ValueError(f"z_e must be (B, {code_dim}, H, W), got {tuple(z_e.shape)}")
+    if not torch.isfinite(z_e).all():
+        raise ValueError("z_e contains NaN or infinite values")
+
+
+def check_indices(indices: torch.Tensor, num_codes: int, what: str = "indices") -> None:
+    """Raise ValueError unless ``indices`` is int64 with every value in [0, num_codes)."""
+    if indices.dtype != torch.long:
+        raise ValueError(f"{what} must be int64, got {indices.dtype}")
+    if indices.numel() and (indices.min() < 0 or indices.max() >= num_codes):
+        raise ValueError(f"{what} must lie in [0, {num_codes}), got range "
+                         f"[{int(indices.min())}, {int(indices.max())}]")
+
+
 class StraightThrough(torch.autograd.Function):
     """The quantiser's training graph as one autograd node, equal in value and gradient to
 
@@ -249,11 +266,7 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """indices: (B, H, W) long -> code vectors (B, D, H, W)."""
-        if indices.dtype != torch.long:
-            raise ValueError(f"indices must be int64, got {indices.dtype}")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
-            raise ValueError(f"indices must lie in [0, {self.num_codes}), got range "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+        check_indices(indices, self.num_codes)
         return F.embedding(indices, self.codebook).permute(0, 3, 1, 2)
 
     @torch.no_grad()

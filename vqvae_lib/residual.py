@@ -24,7 +24,7 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import register_to_config
-from .quantize import VectorQuantizer, VQOutput, perplexity_from_counts
+from .quantize import VectorQuantizer, VQOutput, check_indices, check_z_e, perplexity_from_counts
 from .seeding import stream_seed
 
 # The joint index space K^Q is what the priors' embeddings and logits and the usage counts are as wide as:
@@ -37,23 +37,6 @@ STAGE_OWN_ARGS = ("num_codes", "code_dim", "beta")
 UNSUPPORTED_STAGE_OPTIONS = ("rotation_trick",)
 STAGE_OPTIONS = tuple(name for name in inspect.signature(VectorQuantizer.__init__).parameters
                       if name not in ("self", *STAGE_OWN_ARGS, *UNSUPPORTED_STAGE_OPTIONS))
-
-
-def check_z_e(z_e: torch.Tensor, code_dim: int) -> None:
-    """Raise ValueError unless ``z_e`` is a finite (B, code_dim, H, W) tensor."""
-    if z_e.dim() != 4 or z_e.shape[1] != code_dim:
-        raise ValueError(f"z_e must be (B, {code_dim}, H, W), got {tuple(z_e.shape)}")
-    if not torch.isfinite(z_e).all():
-        raise ValueError("z_e contains NaN or infinite values")
-
-
-def check_indices(indices: torch.Tensor, num_codes: int, what: str = "indices") -> None:
-    """Raise ValueError unless ``indices`` is int64 with every value in [0, num_codes)."""
-    if indices.dtype != torch.long:
-        raise ValueError(f"{what} must be int64, got {indices.dtype}")
-    if indices.numel() and (indices.min() < 0 or indices.max() >= num_codes):
-        raise ValueError(f"{what} must lie in [0, {num_codes}), got range "
-                         f"[{int(indices.min())}, {int(indices.max())}]")
 
 
 class ResidualVQ(nn.Module):
