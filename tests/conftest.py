@@ -96,3 +96,27 @@ def rejects_under_python_O(module: str, wrong: dict, setup: str = "import torch"
     run = subprocess.run([sys.executable, "-O", "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.count("refused") == sum(len(answers) for answers in wrong.values()), run.stdout
+
+
+def short_ci_run(model_changes: dict, steps: int, train_images: int = 2000, model_seed: int = 0):
+    """The quantizers' learning tests: the ci VQ-VAE with ``model_changes`` (its quantizer, num_codes, ...),
+    its weights from ``model_seed``, trained ``steps`` steps (the ci batch size and learning rate, seed 0) on
+    the first ``train_images`` training digits. Returns (model, test_set, untrained, trained, seconds, history):
+    ``evaluate_vqvae`` on the whole test split before and after."""
+    import time
+
+    from vqvae_lib import evaluate_vqvae, load_images, train
+    from vqvae_lib.presets import get_preset
+    from vqvae_lib.recipes import build_vqvae
+
+    preset = get_preset("ci")
+    preset["vqvae"]["model"].update(model_changes)
+    train_set, test_set = load_images("mnist-5k", "train", limit=train_images), load_images("mnist-5k", "test")
+    model = build_vqvae(preset, train_set, model_seed)
+    untrained = evaluate_vqvae(model, test_set, device="cpu")
+    settings = preset["vqvae"]["train"]
+    start = time.perf_counter()
+    history = train(model, train_set, steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
+                    progress=False, device="cpu", seed=0)
+    seconds = time.perf_counter() - start
+    return model, test_set, untrained, evaluate_vqvae(model, test_set, device="cpu"), seconds, history

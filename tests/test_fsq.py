@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import short_ci_run
 
-from vqvae_lib import VQVAE, evaluate_vqvae, get_preset, load_images, train
+from vqvae_lib import VQVAE
 from vqvae_lib.fsq import FSQ
 from vqvae_lib.quantizers import build_quantizer
-from vqvae_lib.seeding import seeded
 
 LIBRARY = Path(__file__).resolve().parents[1] / "vqvae_lib"
 
@@ -203,15 +203,8 @@ STEPS, TRAIN_IMAGES, MAX_NMSE, MODEL_SEED = 300, 2000, 0.16, 1
 
 
 def test_fsq_trains_the_ci_vqvae(one_thread):
-    train_set, test_set = load_images("mnist-5k", "train", limit=TRAIN_IMAGES), load_images("mnist-5k", "test")
-    settings = get_preset("ci")["vqvae"]
-    model_settings = {**settings["model"], "num_codes": 64, "code_dim": 3,
-                      "quantizer": {"kind": "fsq", "levels": [4, 4, 4]}}
-    with seeded(MODEL_SEED):
-        model = VQVAE(in_channels=1, data_variance=train_set.variance(), **model_settings)
-    untrained = evaluate_vqvae(model, test_set, device="cpu")["nmse"]
-    train(model, train_set, steps=STEPS, batch_size=settings["train"]["batch_size"], lr=settings["train"]["lr"],
-          progress=False, device="cpu", seed=0)
-    result = evaluate_vqvae(model, test_set, device="cpu")
+    changes = {"num_codes": 64, "code_dim": 3, "quantizer": {"kind": "fsq", "levels": [4, 4, 4]}}
+    _, _, before, result, _, _ = short_ci_run(changes, STEPS, TRAIN_IMAGES, MODEL_SEED)
+    untrained = before["nmse"]
     print("fsq", result, "untrained", untrained)
     assert result["nmse"] < MAX_NMSE and result["nmse"] < untrained, (result, untrained)

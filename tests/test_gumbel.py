@@ -2,15 +2,14 @@
 with it that learns on the ci data."""
 import json
 import math
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import short_ci_run
 from torch.distributions import Categorical, kl_divergence
 
 from vqvae_lib import VQVAE
-from vqvae_lib.data import load_images
 from vqvae_lib.gumbel import (
     GumbelQuantizer,
     categorical_kl_to_uniform,
@@ -18,12 +17,8 @@ from vqvae_lib.gumbel import (
     gumbel_gradient_bias,
     gumbel_softmax,
 )
-from vqvae_lib.metrics import evaluate_vqvae
-from vqvae_lib.presets import get_preset
 from vqvae_lib.quantize import perplexity_from_counts
 from vqvae_lib.quantizers import build_quantizer
-from vqvae_lib.recipes import build_vqvae
-from vqvae_lib.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -215,29 +210,16 @@ def test_bad_inputs_raise():
 
 # ---- inside the VQ-VAE, on the ci data ----
 
-TRAIN_IMAGES, TEST_IMAGES, STEPS, CODES = 2000, 500, 250, 64
+TRAIN_IMAGES, STEPS, CODES = 2000, 250, 64
 # Measured with these settings (seed 0, one thread): test NMSE untrained 5.234, trained 0.286, 51 of 64 codes
 # in use (perplexity 25.2); the training took 8.1 s (10.9 s under load) on a shared 2-core machine.
 MAX_TRAINED_NMSE, MIN_CODES_USED = 0.36, 32
 
 
-def gumbel_vqvae(train_set, seed=0):
-    """The ci VQ-VAE (code_dim 16) with a Gumbel quantizer of 64 codes and its default settings."""
-    preset = get_preset("ci")
-    preset["vqvae"]["model"].update(num_codes=CODES, quantizer=dict(kind="gumbel"))
-    return build_vqvae(preset, train_set, seed)
-
-
 @pytest.fixture(scope="module")
 def trained(one_thread):
-    train_set = load_images("mnist-5k", "train", limit=TRAIN_IMAGES)
-    test_set = load_images("mnist-5k", "test", limit=TEST_IMAGES)
-    model = gumbel_vqvae(train_set)
-    untrained = evaluate_vqvae(model, test_set, device="cpu")
-    start = time.perf_counter()
-    history = train(model, train_set, steps=STEPS, batch_size=64, lr=2e-3, progress=False, device="cpu", seed=0)
-    seconds = time.perf_counter() - start
-    return model, test_set, untrained, evaluate_vqvae(model, test_set, device="cpu"), seconds, history
+    """The ci VQ-VAE (code_dim 16) with a Gumbel quantizer of 64 codes and its default settings, trained."""
+    return short_ci_run(dict(num_codes=CODES, quantizer=dict(kind="gumbel")), STEPS, TRAIN_IMAGES)
 
 
 def test_gumbel_vqvae_learns_on_the_ci_data(trained):

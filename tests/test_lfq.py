@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from conftest import short_ci_run
 
-from vqvae_lib import VQVAE, evaluate_vqvae, get_preset, load_images, train
+from vqvae_lib import VQVAE
 from vqvae_lib.lfq import LFQ
 from vqvae_lib.quantizers import build_quantizer
-from vqvae_lib.seeding import seeded
 
 
 def scalar(t: torch.Tensor) -> float:
@@ -202,15 +202,9 @@ STEPS, TRAIN_IMAGES, MAX_NMSE, MIN_CODES_USED = 300, 2000, 0.21, 48
 
 
 def test_lfq_with_its_defaults_trains_the_ci_vqvae(one_thread):
-    train_set, test_set = load_images("mnist-5k", "train", limit=TRAIN_IMAGES), load_images("mnist-5k", "test")
-    settings = get_preset("ci")["vqvae"]
-    model_settings = {**settings["model"], "num_codes": 64, "code_dim": 6, "quantizer": {"kind": "lfq"}}
-    with seeded(0):
-        model = VQVAE(in_channels=1, data_variance=train_set.variance(), **model_settings)
-    untrained = evaluate_vqvae(model, test_set, device="cpu")["nmse"]
-    train(model, train_set, steps=STEPS, batch_size=settings["train"]["batch_size"], lr=settings["train"]["lr"],
-          progress=False, device="cpu", seed=0)
-    result = evaluate_vqvae(model, test_set, device="cpu")
+    changes = {"num_codes": 64, "code_dim": 6, "quantizer": {"kind": "lfq"}}
+    _, _, before, result, _, _ = short_ci_run(changes, STEPS, TRAIN_IMAGES)
+    untrained = before["nmse"]
     print("lfq", result, "untrained", untrained)
     assert result["nmse"] < MAX_NMSE and result["nmse"] < untrained, (result, untrained)
     assert result["codes_used"] >= MIN_CODES_USED, result

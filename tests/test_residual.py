@@ -2,20 +2,15 @@
 index, and a VQ-VAE with it that learns on the ci data."""
 import itertools
 import json
-import time
 
 import pytest
 import torch
+from conftest import short_ci_run
 
 from vqvae_lib import VQVAE
-from vqvae_lib.data import load_images
 from vqvae_lib.diagnostics import grads_reached
-from vqvae_lib.metrics import evaluate_vqvae
-from vqvae_lib.presets import get_preset
 from vqvae_lib.quantizers import build_quantizer
-from vqvae_lib.recipes import build_vqvae
 from vqvae_lib.residual import MAX_JOINT_CODES, ResidualVQ
-from vqvae_lib.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -193,34 +188,22 @@ def test_bad_inputs_raise():
 
 # ---- inside the VQ-VAE, on the ci data ----
 
-TRAIN_IMAGES, TEST_IMAGES, STEPS = 2000, 500, 250
+TRAIN_IMAGES, STEPS = 2000, 250
 # Measured with these settings (seed 0, one thread): test NMSE untrained 2.653, trained 0.193, 63 of 64 joint
 # codes in use; the training took 8.3 s (12.8 s under load) on a shared 2-core machine.
 MAX_TRAINED_NMSE = 0.25
 
 
-def residual_vqvae(train_set, seed=0):
-    """The ci VQ-VAE with 2 x 8 residual codes (64 joint codes), k-means init and restarts on every stage."""
-    preset = get_preset("ci")
-    preset["vqvae"]["model"].update(num_codes=K ** Q, quantizer=dict(
-        kind="residual", num_quantizers=Q, stage_codes=K, kmeans_init=True, restart_after=20))
-    return build_vqvae(preset, train_set, seed)
-
-
 @pytest.fixture(scope="module")
 def trained(one_thread):
-    train_set = load_images("mnist-5k", "train", limit=TRAIN_IMAGES)
-    test_set = load_images("mnist-5k", "test", limit=TEST_IMAGES)
-    model = residual_vqvae(train_set)
-    untrained = evaluate_vqvae(model, test_set, device="cpu")
-    start = time.perf_counter()
-    train(model, train_set, steps=STEPS, batch_size=64, lr=2e-3, progress=False, device="cpu", seed=0)
-    seconds = time.perf_counter() - start
-    return model, test_set, untrained, evaluate_vqvae(model, test_set, device="cpu"), seconds
+    """The ci VQ-VAE with 2 x 8 residual codes (64 joint codes), k-means init and restarts on every stage."""
+    changes = dict(num_codes=K ** Q, quantizer=dict(kind="residual", num_quantizers=Q, stage_codes=K,
+                                                    kmeans_init=True, restart_after=20))
+    return short_ci_run(changes, STEPS, TRAIN_IMAGES)
 
 
 def test_residual_vqvae_learns_on_the_ci_data(trained):
-    model, _, untrained, result, seconds = trained
+    model, _, untrained, result, seconds, _ = trained
     print(f"residual VQ-VAE: untrained NMSE {untrained['nmse']:.3f}, trained {result['nmse']:.3f} "
           f"in {seconds:.1f} s, perplexity {result['perplexity']:.1f}, {result['codes_used']} of 64 joint codes")
     assert result["nmse"] < MAX_TRAINED_NMSE and result["nmse"] < untrained["nmse"]

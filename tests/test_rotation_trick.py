@@ -2,10 +2,10 @@
 decoder's gradient carried to z_e by the rotation and rescaling that take z_e to its code."""
 import pytest
 import torch
+from conftest import short_ci_run
 
-from vqvae_lib import VQVAE, VectorQuantizer, evaluate_vqvae, get_preset, load_images, train
+from vqvae_lib import VQVAE, VectorQuantizer
 from vqvae_lib.quantize import rotate
-from vqvae_lib.seeding import seeded
 
 K, D = 16, 4
 
@@ -170,14 +170,7 @@ STEPS, TRAIN_IMAGES, MAX_NMSE = 300, 2000, 0.2
 
 
 def test_rotation_trick_trains_the_plain_ci_vqvae_better_than_straight_through(one_thread):
-    train_set, test_set = load_images("mnist-5k", "train", limit=TRAIN_IMAGES), load_images("mnist-5k", "test")
-    settings = get_preset("ci")["vqvae"]
-    with seeded(0):
-        model = VQVAE(in_channels=1, data_variance=train_set.variance(),
-                      **{**settings["model"], "quantizer": {"rotation_trick": True}})
-    untrained = evaluate_vqvae(model, test_set, device="cpu")["nmse"]
-    train(model, train_set, steps=STEPS, batch_size=settings["train"]["batch_size"], lr=settings["train"]["lr"],
-          progress=False, device="cpu", seed=0)
-    nmse = evaluate_vqvae(model, test_set, device="cpu")["nmse"]
+    _, _, before, after, _, _ = short_ci_run({"quantizer": {"rotation_trick": True}}, STEPS, TRAIN_IMAGES)
+    untrained, nmse = before["nmse"], after["nmse"]
     print("rotation trick", nmse, "untrained", untrained)
     assert nmse < MAX_NMSE and nmse < untrained, (nmse, untrained)
