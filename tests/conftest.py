@@ -120,3 +120,17 @@ def short_ci_run(model_changes: dict, steps: int, train_images: int = 2000, mode
                     progress=False, device="cpu", seed=0)
     seconds = time.perf_counter() - start
     return model, test_set, untrained, evaluate_vqvae(model, test_set, device="cpu"), seconds, history
+
+
+def saved_and_loaded(model, x, directory):
+    """Save ``model`` (a VQVAE) with ``save_pretrained``, load it back, and check the copy is the same model
+    on ``x``: equal config, reconstructions, indices and encodings in eval mode. Returns (loaded, out, out_loaded)
+    for a test's own checks."""
+    model.eval().save_pretrained(directory)
+    loaded = VQVAE.from_pretrained(directory).eval()
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    assert loaded.config == model.config
+    assert torch.equal(a.x_recon, b.x_recon) and torch.equal(a.vq.indices, b.vq.indices)
+    assert torch.equal(model.encode(x), loaded.encode(x))
+    return loaded, a, b

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import short_ci_run
+from conftest import saved_and_loaded, short_ci_run
 
 from vqvae_lib import VQVAE
 from vqvae_lib.fsq import FSQ
@@ -149,13 +149,8 @@ def test_registered_kind_and_its_size_check():
 def test_save_and_load_round_trip(tmp_path):
     model = VQVAE(num_codes=60, code_dim=3, hidden_channels=16, res_channels=8, num_res_layers=1,
                   quantizer={"kind": "fsq", "levels": [3, 4, 5]}).eval()
-    model.save_pretrained(tmp_path)
-    loaded = VQVAE.from_pretrained(tmp_path).eval()
+    loaded, a, _ = saved_and_loaded(model, torch.rand(2, 1, 28, 28), tmp_path)
     assert isinstance(loaded.quantizer, FSQ) and loaded.quantizer.levels == [3, 4, 5]
-    x = torch.rand(2, 1, 28, 28)
-    with torch.no_grad():
-        a, b = model(x), loaded(x)
-    assert torch.equal(a.x_recon, b.x_recon) and torch.equal(a.vq.indices, b.vq.indices)
     assert torch.equal(loaded.decode_indices(a.vq.indices), a.x_recon)
 
 

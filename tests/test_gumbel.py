@@ -6,10 +6,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import short_ci_run
+from conftest import saved_and_loaded, short_ci_run
 from torch.distributions import Categorical, kl_divergence
 
-from vqvae_lib import VQVAE
 from vqvae_lib.gumbel import (
     GumbelQuantizer,
     categorical_kl_to_uniform,
@@ -235,9 +234,6 @@ def test_gumbel_vqvae_learns_on_the_ci_data(trained):
 def test_save_and_load_give_the_same_outputs(trained, tmp_path):
     model, test_set, *_ = trained
     x = torch.stack([test_set[i][0] for i in range(8)])
-    model.save_pretrained(tmp_path)
-    loaded = VQVAE.from_pretrained(tmp_path).eval()
-    assert isinstance(loaded.quantizer, GumbelQuantizer) and loaded.config == model.config
-    a, b = model.eval()(x), loaded(x)
-    assert torch.equal(a.x_recon, b.x_recon) and torch.equal(a.vq.indices, b.vq.indices)
-    assert torch.equal(a.vq.terms["kl"], b.vq.terms["kl"]) and torch.equal(model.encode(x), loaded.encode(x))
+    loaded, a, b = saved_and_loaded(model, x, tmp_path)
+    assert isinstance(loaded.quantizer, GumbelQuantizer)
+    assert torch.equal(a.vq.terms["kl"], b.vq.terms["kl"])

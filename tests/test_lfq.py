@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import short_ci_run
+from conftest import saved_and_loaded, short_ci_run
 
 from vqvae_lib import VQVAE
 from vqvae_lib.lfq import LFQ
@@ -187,13 +187,9 @@ def test_registered_kind_takes_the_vqvaes_beta():
 def test_save_and_load_round_trip(tmp_path):
     model = VQVAE(num_codes=16, code_dim=4, hidden_channels=16, res_channels=8, num_res_layers=1,
                   quantizer={"kind": "lfq", "temperature": 0.5}).eval()
-    model.save_pretrained(tmp_path)
-    loaded = VQVAE.from_pretrained(tmp_path).eval()
+    loaded, a, b = saved_and_loaded(model, torch.rand(2, 1, 28, 28), tmp_path)
     assert isinstance(loaded.quantizer, LFQ) and loaded.quantizer.temperature == 0.5
-    x = torch.rand(2, 1, 28, 28)
-    with torch.no_grad():
-        a, b = model(x), loaded(x)
-    assert torch.equal(a.x_recon, b.x_recon) and torch.equal(a.vq.loss, b.vq.loss)
+    assert torch.equal(a.vq.loss, b.vq.loss)
 
 
 # The ci VQ-VAE with LFQ's defaults at 64 codes (code_dim 6), 300 steps on one CPU thread (about 12 s of CPU time,

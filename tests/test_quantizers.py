@@ -4,14 +4,15 @@ import json
 
 import pytest
 import torch
+from conftest import saved_and_loaded
 
 from vqvae_lib import VQVAE, GatedPixelCNN
 from vqvae_lib.cli import main
-from vqvae_lib.comparison import compare_quantizer, matched_preset
+from vqvae_lib.comparison import compare_quantizer
 from vqvae_lib.data import ImageDataset
 from vqvae_lib.presets import get_preset
 from vqvae_lib.quantizers import MATCHED_BITS, SIX_BITS, build_quantizer
-from vqvae_lib.recipes import build_vqvae
+from vqvae_lib.recipes import build_vqvae, matched_preset
 from vqvae_lib.widgets import CodebookAtlasState, LatentEditorState
 
 
@@ -33,8 +34,7 @@ def test_each_matched_quantizer_is_a_drop_in(name, data, tmp_path):
     assert indices.shape == (8, 7, 7) and indices.dtype == torch.long
     assert 0 <= int(indices.min()) and int(indices.max()) < SIX_BITS
     assert torch.allclose(model.decode_indices(indices), model(x).x_recon, atol=1e-5)  # lookup(encode) is z_q
-    loaded = VQVAE.from_pretrained(model.save_pretrained(tmp_path / name))
-    assert torch.equal(loaded.encode(x), indices)
+    saved_and_loaded(model, x, tmp_path / name)
     prior = GatedPixelCNN(SIX_BITS, hidden_channels=8, num_layers=2)
     assert torch.isfinite(prior.nll(indices))
     assert CodebookAtlasState(model, x).codes_used == len(torch.unique(indices))

@@ -15,16 +15,10 @@ from torch.utils.data import TensorDataset
 from .data import get_batch
 from .device import resolve_device
 from .metrics import encode_dataset, evaluate_vqvae
-from .quantizers import with_quantizer
-from .recipes import build_prior, build_vqvae, train_settings
+from .recipes import build_prior, build_vqvae, matched_preset, train_settings
 from .train import evaluate, train
 
 TIMED_STEPS, WARMUP_STEPS = 10, 3  # training steps timed per quantizer, after the warm-up (first-call costs)
-
-
-def matched_preset(preset: dict, name: str) -> dict:
-    """``preset`` with chapter 9's quantizer ``name`` in its VQ-VAE."""
-    return {**preset, "vqvae": {**preset["vqvae"], "model": with_quantizer(preset["vqvae"]["model"], name)}}
 
 
 def ms_per_step(model, train_set, batch_size: int, device, steps: int = TIMED_STEPS) -> float:
@@ -55,7 +49,6 @@ def compare_quantizer(name: str, preset: dict, train_set, test_set, seed: int, d
     p, device = matched_preset(preset, name), resolve_device(device)
     budget = preset["quantizer_comparison"]
     settings = train_settings(p, "vqvae", budget["steps"])
-    settings.pop("checkpoint_every", None)
     model = build_vqvae(p, train_set, seed)
     step_ms = ms_per_step(model, train_set, settings["batch_size"], device)
     train(model, train_set, **settings, seed=seed, device=device, cache=cache, progress=progress)

@@ -39,6 +39,12 @@ EVAL_BATCH_SIZE = 256  # as train.evaluate's
 PRIOR_KINDS = {"pixelcnn": GatedPixelCNN, "transformer": TransformerPrior, "maskgit": MaskedPrior}
 
 
+def matched_preset(preset: dict, quantizer: str) -> dict:
+    """``preset`` with chapter 9's 6-bit quantizer ``quantizer`` (:data:`~vqvae_lib.quantizers.MATCHED_BITS`)
+    in its VQ-VAE."""
+    return {**preset, "vqvae": {**preset["vqvae"], "model": with_quantizer(preset["vqvae"]["model"], quantizer)}}
+
+
 def build_vqvae(preset: dict, train_set, seed: int = DEFAULT_SEED) -> VQVAE:
     """The preset's untrained VQ-VAE for ``train_set``'s images, its initial weights drawn from ``seed``."""
     cfg = preset["vqvae"]["model"]
@@ -124,7 +130,7 @@ def train_vqvae(data: str, preset: str | None, out, seed: int = DEFAULT_SEED, st
     """
     p = get_preset(preset)
     if quantizer is not None:
-        p["vqvae"]["model"] = with_quantizer(p["vqvae"]["model"], quantizer)
+        p = matched_preset(p, quantizer)
     train_set, test_set = load_images(data, "train"), load_images(data, "test")
     model = build_vqvae(p, train_set, seed)
     out = Path(out)
