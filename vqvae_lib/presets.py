@@ -42,7 +42,7 @@ PRESETS = {
         "prior_comparison": dict(samples=256, timing_samples=32),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=300, batch_size=64, lr=2e-3)},
         # chapter 9: every quantizer's VQ-VAE and the prior on its codes, per seed
-        "quantizer_comparison": dict(steps=300, prior_steps=100, seeds=[0]),
+        "quantizer_comparison": dict(steps=250, prior_steps=50, seeds=[0]),
     },
     "cpu": {
         "data": "mnist-5k",
