@@ -79,8 +79,8 @@ def test_remedies_beat_the_plain_quantizer(runs_root, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["pixelcnn", "transformer"])
 def test_prior_beats_the_unigram_prior(runs_root, kind):
-    """Chapter 6's PixelCNN and chapter 8's transformer, each with the ci preset's settings for its kind, on the
-    codes of seed 0's ci VQ-VAE: the context must be worth at least a bit per code over the unigram prior."""
+    """Chapter 6's PixelCNN and chapter 8's transformer, class-conditional, each with the ci preset's settings for
+    its kind, on the codes of seed 0's ci VQ-VAE: the context must be worth a bit per code over the unigram prior."""
     vqvae = VQVAE.from_pretrained(seed_run(runs_root, 0)["dir"])
     codes = code_datasets(vqvae, "mnist-5k", device="cpu")
     preset = get_preset("ci")
