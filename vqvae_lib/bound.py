@@ -19,6 +19,7 @@ from torch.utils.data import TensorDataset
 from .data import iter_batches
 from .device import resolve_device
 from .likelihood import NUM_LEVELS, _levels, _log_bin_prob, bits_per_dim, discretized_logistic_nll
+from .quantize import check_indices
 
 EVAL_BATCH = 256
 # The grid search for the decoder's log-scale: from far below one grey level (log(1/255) = -5.5) to far
@@ -34,8 +35,7 @@ def _check_codes(codes: torch.Tensor, num_codes: int, what: str) -> None:
     """Raise ValueError unless ``codes`` is a (N, h, w) int64 grid with values in [0, num_codes)."""
     if codes.dim() != 3 or codes.dtype != torch.long:
         raise ValueError(f"{what} must be (N, h, w) int64 code grids, got {tuple(codes.shape)} {codes.dtype}")
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= num_codes):
-        raise ValueError(f"{what} must lie in [0, {num_codes}), got [{int(codes.min())}, {int(codes.max())}]")
+    check_indices(codes, num_codes, what)
 
 
 def _per_channel(log_scale, channels: int) -> torch.Tensor:

@@ -14,6 +14,8 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from .quantize import check_indices
+
 
 def draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     """One code per row from softmax(logits / temperature): logits (B, K) -> (B,) long, on logits' device.
@@ -59,10 +61,7 @@ class GridPrior:
         """indices: (B, H, W) int64 in [0, input_range()); labels: (B,) in [0, num_classes), or None."""
         if indices.dim() != 3 or indices.dtype != torch.long:
             raise ValueError(f"indices must be a (B, H, W) int64 grid, got {tuple(indices.shape)} {indices.dtype}")
-        top = self.input_range()
-        if indices.numel() and (indices.min() < 0 or indices.max() >= top):
-            raise ValueError(f"indices must lie in [0, {top}), got range "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
+        check_indices(indices, self.input_range())
         self.check_grid(*indices.shape[1:])
         self.check_labels(labels, indices.shape[0])
 
