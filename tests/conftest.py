@@ -1,9 +1,16 @@
 import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from vqvae_lib import VQVAE
+from vqvae_lib import VQVAE, evaluate_vqvae, load_images, train
+from vqvae_lib.presets import get_preset
+from vqvae_lib.recipes import build_vqvae
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Under pytest-xdist (`make unit`: one worker per core) each worker gets one thread; alone, CI's two.
@@ -62,12 +69,6 @@ def rejects_under_python_O(module: str, wrong: dict, setup: str = "import torch"
     wrong: {check name: [(arguments before ``verbose=False``, as source; a regex the hint must match), ...]}.
     setup: source run first (imports, small models the arguments name).
     """
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
     script = "\n".join([
         setup,
         "import re",
@@ -103,12 +104,6 @@ def short_ci_run(model_changes: dict, steps: int, train_images: int = 2000, mode
     its weights from ``model_seed``, trained ``steps`` steps (the ci batch size and learning rate, seed 0) on
     the first ``train_images`` training digits. Returns (model, test_set, untrained, trained, seconds, history):
     ``evaluate_vqvae`` on the whole test split before and after."""
-    import time
-
-    from vqvae_lib import evaluate_vqvae, load_images, train
-    from vqvae_lib.presets import get_preset
-    from vqvae_lib.recipes import build_vqvae
-
     preset = get_preset("ci")
     preset["vqvae"]["model"].update(model_changes)
     train_set, test_set = load_images("mnist-5k", "train", limit=train_images), load_images("mnist-5k", "test")
