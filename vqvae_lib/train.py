@@ -83,12 +83,27 @@ def evaluate(model, dataset: Dataset, batch_size: int = 256, device=None) -> dic
     return {k: v / n for k, v in totals.items()}
 
 
-def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: float = 2e-3,
+def learning_rate(step: int, steps: int, lr: float, lr_decay: float = 0.0) -> float:
+    """The learning rate of step ``step`` (0-based) of ``steps``: ``lr``, then over the last ``lr_decay``
+    fraction of the steps falling linearly to lr / (number of decay steps) at the last one.
+
+    A short run that ends at full learning rate ends wherever Adam's last noisy steps left it; decaying
+    only at the end keeps the progress of the constant phase and removes that noise (the
+    warmup-stable-decay schedule without the warmup).
+    """
+    decay_steps = round(lr_decay * steps)
+    return lr if step < steps - decay_steps else lr * (steps - step) / decay_steps
+
+
+def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: float = 2e-3, lr_decay: float = 0.0,
           eval_data: Dataset | None = None, eval_every: int = 0, log_every: int = 10, device=None,
           compile: bool = False, bf16: bool = True, checkpoint_dir=None, checkpoint_every: int = 0,
           resume: bool = False, seed: int = 0, progress: bool = True, history: History | None = None,
           cache=None) -> History:
     """Train ``model`` for ``steps`` optimiser steps with Adam; returns the :class:`History`.
+
+    lr_decay: the fraction of the steps at the end over which the learning rate falls linearly
+      (:func:`learning_rate`); 0 keeps it constant.
 
     bf16: on CUDA, run the forward pass under bf16 autocast (False: float32 throughout).
     checkpoint_dir: where ``checkpoint_every`` steps (and at the end) the model, optimiser, RNG and
@@ -102,6 +117,9 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
     if steps < 0 or batch_size < 1 or len(train_data) == 0:
         raise ValueError(f"need steps >= 0, batch_size >= 1 and a non-empty dataset "
                          f"(got {steps}, {batch_size}, {len(train_data)} items)")
+    if not 0 <= lr_decay <= 1:
+        raise ValueError(f"lr_decay is the fraction of the steps that decay the learning rate: "
+                         f"it must lie in [0, 1], got {lr_decay}")
     world, main = distributed.world_size(), distributed.is_main()
     if batch_size % world or min(batch_size, len(train_data)) % world:
         raise ValueError(f"the global batch size {batch_size} (dataset of {len(train_data)}) does not split "
@@ -111,8 +129,8 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
         if checkpoint_dir is not None or resume or history is not None or world > 1:
             raise ValueError("cache= keeps its own checkpoint of a whole single-process run: "
                              "pass no checkpoint_dir, resume or history with it, and do not launch it with torchrun")
-        settings = dict(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every, log_every=log_every,
-                        device=device.type, compile=compile, bf16=bf16, seed=seed,
+        settings = dict(steps=steps, batch_size=batch_size, lr=lr, lr_decay=lr_decay, eval_every=eval_every,
+                        log_every=log_every, device=device.type, compile=compile, bf16=bf16, seed=seed,
                         cpu_threads=torch.get_num_threads())  # threads split the sums: the last bits differ
         key = run_fingerprint(model, train_data, eval_data, settings)
         if key is not None:
@@ -148,6 +166,8 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
             opt.zero_grad(set_to_none=True)
             loss.backward()
             distributed.average_gradients(params)
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(step, steps, lr, lr_decay)
             opt.step()
             done = step + 1
             if log_every and (done % log_every == 0 or done == steps):
