@@ -18,7 +18,7 @@ from vqvae_lib.bound import (
     vqvae_reconstruction_nats,
 )
 from vqvae_lib.data import ImageDataset, load_images
-from vqvae_lib.likelihood import bits_per_dim, discretized_logistic_probs
+from vqvae_lib.likelihood import bits_per_dim, discretized_logistic_nll, discretized_logistic_probs, summed_log_bin_prob
 from vqvae_lib.seeding import seeded
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,6 +92,17 @@ def test_reconstruction_nats_per_image(varied_vqvae, digits):
     by_hand = torch.cat([decoder_nats(varied_vqvae, x[i:i + 40], varied_vqvae.encode(x[i:i + 40]), -2.0)
                          for i in range(0, len(x), 40)])
     assert torch.allclose(nats, by_hand, rtol=1e-12)
+
+
+def test_summed_log_bin_prob_is_the_sum_of_the_per_pixel_likelihoods():
+    x = random_levels((6, 1, 5, 5), 2)
+    x[0] = 0.0  # whole images in the first bin and in the last, whose edges lie at infinity
+    x[1] = 1.0
+    mean = torch.randn(6, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    log_scales = torch.tensor([-6.0, -2.5, 0.0, 1.5], dtype=torch.float64)
+    summed = summed_log_bin_prob(torch.round(x * 255), mean, log_scales)
+    for total, log_scale in zip(summed, log_scales):
+        assert float(total) == pytest.approx(-float(discretized_logistic_nll(x, mean, log_scale).sum()), rel=1e-12)
 
 
 def test_fitted_log_scale_is_the_training_splits_maximum_likelihood(varied_vqvae, digits):

@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 from .data import iter_batches
 from .device import resolve_device
-from .likelihood import NUM_LEVELS, _levels, _log_bin_prob, bits_per_dim, discretized_logistic_nll
+from .likelihood import NUM_LEVELS, _levels, bits_per_dim, discretized_logistic_nll, summed_log_bin_prob
 from .quantize import check_indices
 
 EVAL_BATCH = 256
@@ -85,9 +85,8 @@ def _nats_per_channel(vqvae, dataset, candidates: torch.Tensor, batch_size: int,
     for x, *_ in iter_batches(dataset, batch_size, device):
         k = _levels(x.float(), NUM_LEVELS)
         mean = vqvae.decode_indices(vqvae.encode(x)).float()
-        for g, log_scale in enumerate(candidates.float().to(device)):
-            log_p = _log_bin_prob(k, mean, log_scale.view(-1, 1, 1), NUM_LEVELS)
-            totals[g] -= log_p.sum((0, 2, 3)).double().cpu()
+        for c in range(candidates.shape[1]):
+            totals[:, c] -= summed_log_bin_prob(k[:, c], mean[:, c], candidates[:, c], NUM_LEVELS).cpu()
     return totals
 
 

@@ -37,17 +37,42 @@ def _log_bin_prob(k: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, 
     equals sigmoid(a) * sigmoid(-b) * (1 - exp(b - a)); its log is a sum of terms that are each stable for
     any a, b. The first bin has b = -inf (P = sigmoid(a)), the last a = +inf (P = sigmoid(-b)).
     """
+    upper, lower = _bin_edges(k, mean, num_levels)
+    inv_s = torch.exp(-log_scale)
+    first, last = k <= 0, k >= num_levels - 1
+    log_upper = torch.where(last, 0.0, F.logsigmoid(upper * inv_s))    # log sigmoid(a); 0 when a = +inf
+    log_lower = torch.where(first, 0.0, F.logsigmoid(-lower * inv_s))  # log sigmoid(-b); 0 when b = -inf
+    return log_upper + log_lower + torch.where(first | last, 0.0, _log_gap(inv_s, num_levels))
+
+
+def _bin_edges(k: torch.Tensor, mean: torch.Tensor, num_levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The upper and lower edges of level k's bin minus the mean, before dividing by the scale: (a s, b s)."""
     half_bin = 0.5 / (num_levels - 1)
     x = k / (num_levels - 1)
-    inv_s = torch.exp(-log_scale)
-    a = (x + half_bin - mean) * inv_s
-    b = (x - half_bin - mean) * inv_s
-    first, last = k <= 0, k >= num_levels - 1
-    log_upper = torch.where(last, torch.zeros_like(a), F.logsigmoid(a))       # log sigmoid(a); 0 when a = +inf
-    log_lower = torch.where(first, torch.zeros_like(b), F.logsigmoid(-b))     # log sigmoid(-b); 0 when b = -inf
-    width = (2 * half_bin) * inv_s                                            # a - b > 0
-    log_gap = torch.where(first | last, torch.zeros_like(width), torch.log(-torch.expm1(-width)))
-    return log_upper + log_lower + log_gap
+    return x + half_bin - mean, x - half_bin - mean
+
+
+def _log_gap(inv_s: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """log(1 - exp(b - a)) of an interior bin, whose a - b is one bin width, 1 / (num_levels - 1), over s."""
+    return torch.log(-torch.expm1(-(1 / (num_levels - 1)) * inv_s))
+
+
+def summed_log_bin_prob(k: torch.Tensor, mean: torch.Tensor, log_scales: torch.Tensor,
+                        num_levels: int = NUM_LEVELS) -> torch.Tensor:
+    """The sum over all elements of :func:`_log_bin_prob` at each of G scales: log_scales (G,) -> (G,) float64.
+
+    k, mean: any shape (one scale for all of them). The bin edges are computed once, and each scale then
+    costs one log-sigmoid per pixel and edge that is not at infinity, the log-gap term being one number per
+    scale times the count of interior bins: a grid search over scales without G full evaluations.
+    """
+    upper, lower = _bin_edges(k, mean, num_levels)
+    upper, lower = upper[k < num_levels - 1], lower[k > 0]  # the last bin has a = +inf, the first b = -inf
+    interior = int(((k > 0) & (k < num_levels - 1)).sum())
+    totals = []
+    for inv_s in torch.exp(-log_scales.to(mean)):
+        totals.append(F.logsigmoid(upper * inv_s).sum().double() + F.logsigmoid(-lower * inv_s).sum().double()
+                      + interior * _log_gap(inv_s, num_levels).double())
+    return torch.stack(totals)
 
 
 def _float(*tensors: torch.Tensor) -> list[torch.Tensor]:
