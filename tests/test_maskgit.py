@@ -94,6 +94,18 @@ def test_ordered_likelihood_sums_to_one_over_every_grid(order):
     assert float(bits) == pytest.approx(float(model.ordered_nll(grids, order=order).mean()) / (4 * math.log(2)))
 
 
+def test_passes_in_batches_keep_each_grid_with_its_label():
+    with seeded(0):
+        model = MaskedPrior(2, 2, 2, embed_dim=8, num_layers=2, num_heads=2, num_classes=5).double()
+    grids = torch.tensor(list(itertools.product(range(2), repeat=4))).view(16, 2, 2)
+    labels = torch.arange(5).repeat_interleave(16)  # 80 grids: more than one PASS_BATCH
+    nll = model.ordered_nll(grids.repeat(5, 1, 1), labels).view(5, 16)
+    assert torch.allclose(torch.exp(-nll).sum(1), torch.ones(5, dtype=torch.float64), atol=1e-12)
+    for c in range(5):
+        assert torch.allclose(nll[c], model.ordered_nll(grids, torch.full((16,), c)), rtol=1e-12)
+    assert not torch.allclose(nll[0], nll[4])  # the label matters, so a misaligned one would show
+
+
 def test_ordered_likelihood_refuses_a_bad_order_and_mask_tokens():
     model = small()
     idx = torch.randint(K, (2, 2, 2))
