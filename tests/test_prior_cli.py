@@ -6,6 +6,7 @@ import torch
 
 from vqvae_lib import GatedPixelCNN, MaskedPrior, TransformerPrior, get_preset
 from vqvae_lib.cli import main
+from vqvae_lib.presets import PRIOR_LR_DECAY
 from vqvae_lib.recipes import PRIOR_KINDS, build_prior, load_prior, recipe
 from vqvae_lib.seeding import seeded
 
@@ -38,7 +39,8 @@ def test_the_pixelcnn_recipe_is_unchanged_and_other_kinds_record_theirs():
     p = get_preset("ci")
     assert recipe(p, "prior", "mnist-5k", 0) == {
         "preset": "ci", "data": "mnist-5k", "seed": 0, "cpu_threads": torch.get_num_threads(), "world_size": 1,
-        "model": {"hidden_channels": 32, "num_layers": 6}, "train": {"steps": 300, "batch_size": 64, "lr": 3e-3}}
+        "model": {"hidden_channels": 32, "num_layers": 6},
+        "train": {"steps": 300, "batch_size": 64, "lr": 3e-3, "lr_decay": PRIOR_LR_DECAY}}
     transformer = recipe(p, "prior", "mnist-5k", 0, steps=7, kind="transformer")
     assert transformer["kind"] == "transformer" and transformer["model"] == p["prior"]["transformer"]["model"]
     assert transformer["train"]["steps"] == 7
