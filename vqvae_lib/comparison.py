@@ -6,38 +6,12 @@ size fitted to its codes. :func:`compare_quantizer` returns one row of the chapt
 """
 from __future__ import annotations
 
-import copy
-import time
-
-import torch
 from torch.utils.data import TensorDataset
 
-from .data import get_batch
 from .device import resolve_device
 from .metrics import encode_dataset, evaluate_vqvae
 from .recipes import build_prior, build_vqvae, matched_preset, train_settings
-from .train import evaluate, train
-
-TIMED_STEPS, WARMUP_STEPS = 10, 3  # training steps timed per quantizer, after the warm-up (first-call costs)
-
-
-def ms_per_step(model, train_set, batch_size: int, device, steps: int = TIMED_STEPS) -> float:
-    """Median wall time of one optimiser step (forward, backward, Adam) of a copy of ``model``, in ms."""
-    model = copy.deepcopy(model).to(device).train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
-    idx = torch.arange(batch_size) % len(train_set)
-    batch = get_batch(train_set, idx, device)
-    times = []
-    for _ in range(WARMUP_STEPS + steps):
-        start = time.perf_counter()
-        loss = model.training_step(batch)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1000 * sorted(times[WARMUP_STEPS:])[steps // 2]
+from .train import evaluate, ms_per_step, train
 
 
 def compare_quantizer(name: str, preset: dict, train_set, test_set, seed: int, device, cache=None,

@@ -8,8 +8,10 @@ its slice, gradients are averaged, and only rank 0 writes checkpoints and shows 
 """
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +83,33 @@ def evaluate(model, dataset: Dataset, batch_size: int = 256, device=None) -> dic
         *sums, n = distributed.sum_over_ranks(*(totals[k] for k in keys), n)
         totals = dict(zip(keys, sums))
     return {k: v / n for k, v in totals.items()}
+
+
+TIMED_STEPS, WARMUP_STEPS = 10, 3  # ms_per_step: steps timed, after the warm-up (first-call costs)
+
+
+def ms_per_step(model, train_set, batch_size: int, device, steps: int = TIMED_STEPS) -> float:
+    """Median wall time of one optimiser step (forward, backward, Adam) of a copy of ``model``, in ms.
+
+    Timed apart from :func:`train`, whose own time says nothing when its run comes from a cache. Draws
+    inside the forward pass (a masked prior's masks) come from a seeded global RNG, restored afterwards.
+    """
+    model = copy.deepcopy(model).to(device).train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+    idx = torch.arange(batch_size) % len(train_set)
+    batch = get_batch(train_set, idx, device)
+    times = []
+    with seeded(0):
+        for _ in range(WARMUP_STEPS + steps):
+            start = time.perf_counter()
+            loss = model.training_step(batch)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return 1000 * sorted(times[WARMUP_STEPS:])[steps // 2]
 
 
 def learning_rate(step: int, steps: int, lr: float, lr_decay: float = 0.0) -> float:
