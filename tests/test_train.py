@@ -8,7 +8,9 @@ from torch.utils.data import TensorDataset
 from vqvae_lib import VQVAE, History, train
 from vqvae_lib.checkpoint import PretrainedMixin
 from vqvae_lib.data import load_images
-from vqvae_lib.train import batch_order, learning_rate
+from vqvae_lib.maskgit import MaskedPrior
+from vqvae_lib.seeding import seeded
+from vqvae_lib.train import batch_order, learning_rate, ms_per_step
 
 SMALL = dict(num_codes=16, code_dim=4, hidden_channels=8, res_channels=4, num_res_layers=1,
              quantizer=dict(ema=True, restart_after=2))
@@ -45,37 +47,6 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, digits):
               resume=True, progress=False)
 
 
-class Exploding(nn.Module, PretrainedMixin):
-    """A model whose loss turns NaN at step 3 (its 4th call)."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(1))
-        self.calls = 0
-        self.config = {}
-
-    def training_step(self, batch):
-        self.calls += 1
-        loss = (self.w * batch[0]).mean() ** 2
-        return {"loss": loss * float("nan") if self.calls > 3 else loss}
-
-
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    data = TensorDataset(torch.randn(64, 3))
-    with pytest.raises(FloatingPointError, match="non-finite.*step 3.*last good checkpoint"):
-        train(Exploding(), data, steps=10, batch_size=8, checkpoint_dir=tmp_path, checkpoint_every=2,
-              progress=False, device="cpu")
-    assert json.loads((tmp_path / "trainer_state.json").read_text())["step"] == 2
-
-
-def test_learning_rate_is_constant_then_falls_linearly_over_the_last_fraction():
-    rates = [learning_rate(step, 10, 1.0, lr_decay=0.3) for step in range(10)]
-    assert rates[:7] == [1.0] * 7
-    assert rates[7:] == pytest.approx([1.0, 2 / 3, 1 / 3])  # 3 decay steps, the last at lr / 3
-    assert [learning_rate(step, 10, 1.0) for step in range(10)] == [1.0] * 10
-    assert learning_rate(0, 4, 2.0, lr_decay=1.0) == 2.0 and learning_rate(3, 4, 2.0, lr_decay=1.0) == 0.5
-
-
 class Drifting(nn.Module, PretrainedMixin):
     """loss = w: a constant gradient of 1, so Adam moves w by the learning rate at every step (to 1e-8);
     with ``fail_after`` calls the loss turns NaN, as a run interrupted there."""
@@ -92,6 +63,22 @@ class Drifting(nn.Module, PretrainedMixin):
         return {"loss": self.w.sum() * (float("nan") if failed else 1.0)}
 
 
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    data = TensorDataset(torch.randn(64, 3))
+    with pytest.raises(FloatingPointError, match="non-finite.*step 3.*last good checkpoint"):
+        train(Drifting(fail_after=3), data, steps=10, batch_size=8, checkpoint_dir=tmp_path, checkpoint_every=2,
+              progress=False, device="cpu")
+    assert json.loads((tmp_path / "trainer_state.json").read_text())["step"] == 2
+
+
+def test_learning_rate_is_constant_then_falls_linearly_over_the_last_fraction():
+    rates = [learning_rate(step, 10, 1.0, lr_decay=0.3) for step in range(10)]
+    assert rates[:7] == [1.0] * 7
+    assert rates[7:] == pytest.approx([1.0, 2 / 3, 1 / 3])  # 3 decay steps, the last at lr / 3
+    assert [learning_rate(step, 10, 1.0) for step in range(10)] == [1.0] * 10
+    assert learning_rate(0, 4, 2.0, lr_decay=1.0) == 2.0 and learning_rate(3, 4, 2.0, lr_decay=1.0) == 0.5
+
+
 def test_train_follows_the_schedule_and_resumes_it(tmp_path):
     data, settings = TensorDataset(torch.zeros(8, 1)), dict(steps=10, batch_size=4, lr=0.1, lr_decay=0.5)
     straight = Drifting()
@@ -106,6 +93,17 @@ def test_train_follows_the_schedule_and_resumes_it(tmp_path):
     resumed = Drifting()
     train(resumed, data, **settings, checkpoint_dir=tmp_path, resume=True, progress=False, device="cpu")
     assert float(resumed.w.detach()) == float(straight.w.detach())
+
+
+def test_ms_per_step_times_a_copy_and_leaves_the_global_rng_alone():
+    with seeded(0):
+        model = MaskedPrior(8, 2, 2, embed_dim=8, num_layers=1, num_heads=2)  # its training masks are random
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grids = TensorDataset(torch.randint(8, (16, 2, 2), generator=torch.Generator().manual_seed(0)))
+    rng = torch.get_rng_state()
+    assert ms_per_step(model, grids, 4, torch.device("cpu")) > 0
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
 def test_batch_order_is_a_permutation_per_epoch():
