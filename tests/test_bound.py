@@ -18,7 +18,13 @@ from vqvae_lib.bound import (
     vqvae_reconstruction_nats,
 )
 from vqvae_lib.data import ImageDataset, load_images
-from vqvae_lib.likelihood import bits_per_dim, discretized_logistic_nll, discretized_logistic_probs, summed_log_bin_prob
+from vqvae_lib.likelihood import (
+    _search_log_sigmoid,
+    bits_per_dim,
+    discretized_logistic_nll,
+    discretized_logistic_probs,
+    summed_log_bin_prob,
+)
 from vqvae_lib.seeding import seeded
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,6 +109,15 @@ def test_summed_log_bin_prob_is_the_sum_of_the_per_pixel_likelihoods():
     summed = summed_log_bin_prob(torch.round(x * 255), mean, log_scales)
     for total, log_scale in zip(summed, log_scales):
         assert float(total) == pytest.approx(-float(discretized_logistic_nll(x, mean, log_scale).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.float64, 1e-13)])
+def test_the_searchs_log_sigmoid_matches_the_exact_one_far_into_both_tails(dtype, tolerance):
+    # sigmoid underflows float32 below -88 and float64 below -745: the tail must not become -inf
+    z = torch.cat([torch.linspace(-1e4, 1e4, 20_001), torch.linspace(-100, 40, 14_001)]).to(dtype)
+    fast = _search_log_sigmoid(z)
+    assert fast.dtype == dtype and bool(torch.isfinite(fast).all())
+    assert float((fast.double() - F.logsigmoid(z.double())).abs().max()) < tolerance
 
 
 def test_fitted_log_scale_is_the_training_splits_maximum_likelihood(varied_vqvae, digits):

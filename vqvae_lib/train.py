@@ -85,7 +85,7 @@ def evaluate(model, dataset: Dataset, batch_size: int = 256, device=None) -> dic
     return {k: v / n for k, v in totals.items()}
 
 
-TIMED_STEPS, WARMUP_STEPS = 10, 3  # ms_per_step: steps timed, after the warm-up (first-call costs)
+TIMED_STEPS, WARMUP_STEPS = 5, 2  # ms_per_step: steps timed (their median), after the warm-up (first-call costs)
 
 
 def ms_per_step(model, train_set, batch_size: int, device, steps: int = TIMED_STEPS) -> float:
