@@ -1,6 +1,6 @@
 """Sampling speed of the priors, cached against naive, measured side by side in one run (CPU).
 
-    python benchmarks/bench_sampling.py [--threads 2] [--samples 64] [--naive-rows 2] [--repeats 3]
+    python benchmarks/bench_sampling.py [--threads 2] [--samples 64] [--naive-rows 2] [--repeats 3] [--device cpu]
 
 Times drawing --samples grids of 7 x 7 and of 32 x 32 codes (K = 64) from UNTRAINED priors of the
 `cpu` preset's size (speed does not depend on the weights):
@@ -31,15 +31,21 @@ import time
 import torch
 
 from vqvae_lib import GatedPixelCNN, get_preset
+from vqvae_lib.device import resolve_device
 from vqvae_lib.seeding import seeded
 
 K = 64
 GRIDS = ((7, 7), (32, 32))
 
 
+DEVICE = torch.device("cpu")  # --device; the draws come from CPU generators on any device
+
+
 def seconds(fn) -> float:
     t = time.perf_counter()
     fn()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t
 
 
@@ -58,7 +64,7 @@ def naive_first_rows(model, n: int, shape, rows: int):
 
     @torch.no_grad()
     def loop():
-        g, grid = gen(), torch.zeros(n, h, w, dtype=torch.long)
+        g, grid = gen(), torch.zeros(n, h, w, dtype=torch.long, device=DEVICE)
         for i in range(rows):
             for j in range(w):
                 probs = torch.softmax(model(grid)[:, :, i, j].float(), dim=1)
@@ -77,14 +83,14 @@ def prior_preset(key: str) -> dict | None:
 def build(cls, kwargs, shape):
     with seeded(0):
         try:
-            return cls(K, **kwargs, max_height=shape[0], max_width=shape[1]).eval()
+            return cls(K, **kwargs, max_height=shape[0], max_width=shape[1]).to(DEVICE).eval()
         except TypeError:  # a prior without a maximum grid
-            return cls(K, **kwargs).eval()
+            return cls(K, **kwargs).to(DEVICE).eval()
 
 
 def build_pixelcnn(kwargs):
     with seeded(0):
-        return GatedPixelCNN(K, **kwargs).eval()
+        return GatedPixelCNN(K, **kwargs).to(DEVICE).eval()
 
 
 def rows_for(args, notes: list[str]) -> list[dict]:
@@ -141,10 +147,13 @@ def main():
     parser.add_argument("--naive-rows", type=int, default=2,
                         help="rows of the 32 x 32 grid the naive paths are timed over (then scaled to h rows)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (float32 on either)")
     args = parser.parse_args()
     if args.samples < 1 or args.naive_rows < 1 or args.repeats < 1:
         parser.error("--samples, --naive-rows and --repeats must be at least 1")
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = resolve_device(args.device)
     load_before = os.getloadavg()[0]
     notes = []
     rows = rows_for(args, notes)
@@ -157,7 +166,8 @@ def main():
                       f"{ts[-1]:.2f} s", file=sys.stderr, flush=True)
     med = [statistics.median(ts) for ts in times]
 
-    print(f"\n{args.samples} samples, K={K}, untrained priors of the `cpu` preset's size, CPU, {args.threads} "
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "CPU"
+    print(f"\n{args.samples} samples, K={K}, untrained priors of the `cpu` preset's size, {where}, {args.threads} "
           f"thread{'s' * (args.threads != 1)}, torch {torch.__version__}; load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after\n")
     print(f"| prior | grid | path | seconds for {args.samples} samples | speed-up over naive |")

@@ -40,13 +40,18 @@ def state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_a_cached_run_loads_exactly_what_training_gives(tmp_path, data, count_steps):
+def test_a_cached_run_loads_exactly_what_training_gives(tmp_path, data, count_steps, monkeypatch):
     plain = small_vqvae()
     expected = train(plain, data, eval_data=data, **SETTINGS)
     trained_once = small_vqvae()
     first = train(trained_once, data, eval_data=data, **SETTINGS, cache=tmp_path)
     assert len(count_steps) == 2 * SETTINGS["steps"]
     loaded = small_vqvae()
+
+    def no_optimizer(*args, **kwargs):  # the first one built in a process imports torch._dynamo (seconds)
+        raise AssertionError("loading a finished run built an optimiser")
+
+    monkeypatch.setattr(torch.optim, "Adam", no_optimizer)
     second = train(loaded, data, eval_data=data, **SETTINGS, cache=tmp_path)
     assert len(count_steps) == 2 * SETTINGS["steps"], "the second call trained instead of loading"
     assert len(list(tmp_path.iterdir())) == 1

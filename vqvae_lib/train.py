@@ -164,7 +164,12 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
         key = run_fingerprint(model, train_data, eval_data, settings)
         if key is not None:
             checkpoint_dir, checkpoint_every = Path(cache) / key, 0  # only the finished run is kept
-            resume = finished(checkpoint_dir, steps)
+            if finished(checkpoint_dir, steps):
+                # no optimiser for a finished run: building the first one in a process imports
+                # torch._dynamo, 1.7 s on a CPU core
+                history = load_model_and_history(checkpoint_dir, model.to(device))[1]
+                model.eval()
+                return history
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
@@ -234,8 +239,8 @@ def save_training_state(directory, model, opt, step: int, history: History, worl
     tmp.rename(directory)
 
 
-def load_training_state(directory, model, opt, world_size: int = 1) -> tuple[int, History, dict]:
-    """Load model and optimiser state in place; returns (step, history, saved RNG state).
+def load_model_and_history(directory, model, world_size: int = 1) -> tuple[dict, History]:
+    """Load a checkpoint's weights into ``model`` in place; returns (its trainer state, its history).
 
     A checkpoint written by a run with another number of processes is refused: the batches each
     rank saw, and so the exact continuation, depend on it.
@@ -251,7 +256,14 @@ def load_training_state(directory, model, opt, world_size: int = 1) -> tuple[int
         raise ValueError(f"checkpoint in {directory} was made with config {fresh.config}, "
                          f"which does not match this model's {model.config}")
     model.load_state_dict(fresh.state_dict())
-    tensors = read_safetensors(directory / "optimizer.safetensors", "optimizer state")
+    h = meta["history"]
+    return meta, History(h["train_steps"], h["train"], h["eval_steps"], h["eval"])
+
+
+def load_training_state(directory, model, opt, world_size: int = 1) -> tuple[int, History, dict]:
+    """Load model and optimiser state in place; returns (step, history, saved RNG state)."""
+    meta, history = load_model_and_history(directory, model, world_size)
+    tensors = read_safetensors(Path(directory) / "optimizer.safetensors", "optimizer state")
     state = {}
     for key, v in tensors.items():
         if key.startswith("rng."):
@@ -259,9 +271,8 @@ def load_training_state(directory, model, opt, world_size: int = 1) -> tuple[int
         i, name = key.split(".", 1)
         state.setdefault(int(i), {})[name] = v  # the optimiser moves its state to the params
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    h = meta["history"]
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
-    return meta["step"], History(h["train_steps"], h["train"], h["eval_steps"], h["eval"]), rng
+    return meta["step"], history, rng
 
 
 def set_rng_state(rng: dict) -> None:
