@@ -11,7 +11,9 @@ from vqvae_lib.recipes import PRIOR_KINDS, build_prior, load_prior, recipe
 from vqvae_lib.seeding import seeded
 
 CI_CODES, CI_CLASSES = 64, 10  # the ci and cpu presets' VQ-VAE, on the digits
-ROUGHLY = 0.15  # each prior of a preset within 15 % of the PixelCNN's parameter count
+# each prior of a preset within this fraction of the PixelCNN's parameter count; ci's transformers are
+# smaller on purpose (presets.CI_TRANSFORMER: a third block did not help in ci's 300 steps)
+ROUGHLY = {"ci": 0.25, "cpu": 0.15}
 
 
 def num_parameters(model) -> int:
@@ -22,7 +24,7 @@ def num_parameters(model) -> int:
 def test_every_kind_has_about_the_pixelcnns_size(preset):
     p = get_preset(preset)
     sizes = {kind: num_parameters(build_prior(p, CI_CODES, CI_CLASSES, seed=0, kind=kind)) for kind in PRIOR_KINDS}
-    assert all(abs(n / sizes["pixelcnn"] - 1) < ROUGHLY for n in sizes.values()), sizes
+    assert all(abs(n / sizes["pixelcnn"] - 1) < ROUGHLY[preset] for n in sizes.values()), sizes
 
 
 def test_build_prior_builds_each_kind_seeded_and_refuses_an_unknown_one():

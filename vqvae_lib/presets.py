@@ -21,17 +21,21 @@ CHECKPOINT_EVERY = 500
 CLASSIFIER = dict(channels=16, feature_dim=64)
 
 # The priors after the PixelCNN (``train-prior --kind``): each at about the PixelCNN's parameter count in
-# its preset (K=64 codes and 10 classes for ci and cpu, K=512 for gpu), with the PixelCNN's training budget.
-# The PixelCNN's own settings are "prior"'s "model" and "train". Every prior's learning rate falls linearly
-# over the last PRIOR_LR_DECAY of its steps: at ci's budget that took the Fréchet ratio of chapter 8's 500
-# samples (to uniform codes) from 0.26-0.32 to 0.23-0.25 for the transformer (seeds 0-2) and from 0.27-0.32 to
-# 0.26 for the PixelCNN (seeds 0-1), at no extra cost; the test bits per code moved by at most 0.04.
+# its preset (K=64 codes and 10 classes for ci and cpu, K=512 for gpu; ci's transformers: about 4/5 of it,
+# see CI_TRANSFORMER), with the PixelCNN's training budget. The PixelCNN's own settings are "prior"'s
+# "model" and "train". Every prior's learning rate falls linearly over the last PRIOR_LR_DECAY of its steps:
+# at ci's budget that took the Fréchet ratio of chapter 8's 500 samples (to uniform codes) from 0.26-0.32 to
+# 0.23-0.25 for the transformer (seeds 0-2) and from 0.27-0.32 to 0.26 for the PixelCNN (seeds 0-1), at no
+# extra cost; the test bits per code moved by at most 0.04.
 PRIOR_LR_DECAY = 0.3
-# ci's transformer and MaskGIT use 2 heads of 32 channels, not 4 of 16 (the same parameters): on 2 CPU threads
-# PyTorch's fused CPU attention kernel ran no faster than on one, and fewer, wider heads took a training step
-# from 55 to 48 ms (transformer) and 58 to 45 ms (MaskGIT), medians side by side; the transformer's Fréchet
-# ratio over seeds 0-2, 3 draws each, was 0.242 either way (MaskGIT's, seed 0: 0.62 against 0.58).
-CI_ATTENTION_HEADS = 2
+# ci's transformer and MaskGIT, sized for 2 CPU threads, each choice measured side by side at ci's budget:
+# - 2 heads of 32 channels, not 4 of 16 (the same parameters): PyTorch's fused CPU attention kernel ran no
+#   faster on 2 threads than on one, and fewer, wider heads took a training step from 55 to 48 ms (transformer)
+#   and 58 to 45 ms (MaskGIT); the transformer's Fréchet ratio over seeds 0-2, 3 draws each, was 0.242 either way.
+# - 2 blocks, not 3 (109k parameters, not 159k): the third did not help in 300 steps (transformer, seeds 0-2:
+#   test bits per code 2.628 / 2.622 / 2.590 against 2.624 / 2.622 / 2.629, Fréchet ratio mean 0.244 against
+#   0.248; MaskGIT seed 0: 0.62 against 0.65) and cost a third of the training time (9.0 against 12.9 s).
+CI_TRANSFORMER = dict(embed_dim=64, num_layers=2, num_heads=2)
 
 PRESETS = {
     "ci": {
@@ -40,9 +44,9 @@ PRESETS = {
                   "train": dict(steps=1500, batch_size=64, lr=2e-3, checkpoint_every=CHECKPOINT_EVERY)},
         "prior": {"model": dict(hidden_channels=32, num_layers=6),
                   "train": dict(steps=300, batch_size=64, lr=3e-3, lr_decay=PRIOR_LR_DECAY),
-                  "transformer": {"model": dict(embed_dim=64, num_layers=3, num_heads=CI_ATTENTION_HEADS),
+                  "transformer": {"model": CI_TRANSFORMER,
                                   "train": dict(steps=300, batch_size=64, lr=3e-3, lr_decay=PRIOR_LR_DECAY)},
-                  "maskgit": {"model": dict(embed_dim=64, num_layers=3, num_heads=CI_ATTENTION_HEADS),
+                  "maskgit": {"model": CI_TRANSFORMER,
                               "train": dict(steps=300, batch_size=64, lr=3e-3, lr_decay=PRIOR_LR_DECAY)}},
         "vae": {"model": dict(latent_dim=16, hidden_channels=16), "train": dict(steps=300, batch_size=64, lr=2e-3)},
         # the chapters' side-by-side VQ-VAE runs: chapter 2's collapse remedies, chapters 3-4's comparisons
