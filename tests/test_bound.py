@@ -56,8 +56,14 @@ def test_decoder_nats_is_minus_log_of_a_distribution_over_all_256_levels(two_cha
     # the wrapper itself, over the 256 values of one pixel with the code and the other pixels fixed
     sweep = x[:1].repeat(256, 1, 1, 1)
     sweep[:, 1, 2, 3] = torch.arange(256, dtype=torch.float64) / 255
-    nats = decoder_nats(two_channel_vqvae, sweep, indices[:1].expand(256, 1, 1), log_scale)
-    others = want[0] + level_probs[0, 1, 2, 3].log()  # -log p(the other 31 values)
+    sweep_codes = indices[:1].expand(256, 1, 1)
+    nats = decoder_nats(two_channel_vqvae, sweep, sweep_codes, log_scale)
+    # -log p(the other 31 values), from the same 256-image decode as nats: a float32 decoder may round a
+    # batch of 3 and a batch of 256 differently (the CPU decides), and 1e-12 is a float64 tolerance
+    same_decode = two_channel_vqvae.decode_indices(sweep_codes)[:1].double()
+    probs0 = discretized_logistic_probs(same_decode, log_scale.view(2, 1, 1))
+    level0 = probs0.gather(-1, (x[:1] * 255).round().long()[..., None]).squeeze(-1)
+    others = -level0.log().flatten(1).sum(1)[0] + level0[0, 1, 2, 3].log()
     assert float((others - nats).exp().sum()) == pytest.approx(1.0, abs=1e-12)
 
 
@@ -111,13 +117,17 @@ def test_summed_log_bin_prob_is_the_sum_of_the_per_pixel_likelihoods():
         assert float(total) == pytest.approx(-float(discretized_logistic_nll(x, mean, log_scale).sum()), rel=1e-12)
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.float64, 1e-13)])
-def test_the_searchs_log_sigmoid_matches_the_exact_one_far_into_both_tails(dtype, tolerance):
+@pytest.mark.parametrize("dtype, ulps, floor", [(torch.float32, 2, 1e-7), (torch.float64, 0, 1e-13)])
+def test_the_searchs_log_sigmoid_matches_the_exact_one_far_into_both_tails(dtype, ulps, floor):
     # sigmoid underflows float32 below -88 and float64 below -745: the tail must not become -inf
     z = torch.cat([torch.linspace(-1e4, 1e4, 20_001), torch.linspace(-100, 40, 14_001)]).to(dtype)
     fast = _search_log_sigmoid(z)
     assert fast.dtype == dtype and bool(torch.isfinite(fast).all())
-    assert float((fast.double() - F.logsigmoid(z.double())).abs().max()) < tolerance
+    exact = F.logsigmoid(z.double())
+    # float32: the vectorised exp and log are accurate to about an ulp, and which code path runs (so which
+    # last bit) depends on the CPU: allow 2 ulps of the result, 2.4e-7 |log sigmoid(z)|, above a 1e-7 floor
+    bound = ulps * torch.finfo(dtype).eps * exact.abs() + floor
+    assert bool(((fast.double() - exact).abs() <= bound).all()), float((fast.double() - exact).abs().max())
 
 
 def test_fitted_log_scale_is_the_training_splits_maximum_likelihood(varied_vqvae, digits):
@@ -128,8 +138,9 @@ def test_fitted_log_scale_is_the_training_splits_maximum_likelihood(varied_vqvae
         return float(vqvae_reconstruction_nats(varied_vqvae, digits, log_scale, device="cpu").sum())
 
     at_best = total(best)
-    # 10x wider and narrower, and just beyond the search's last step (0.0035) either side
-    for worse in (best + math.log(10), best - math.log(10), best + 0.005, best - 0.005):
+    # 10x wider and narrower, and 0.01 either side: more than twice the search's last step (0.0035) plus the
+    # optimum's offset from the grid, so the check holds whichever grid neighbour float32 rounding picks
+    for worse in (best + math.log(10), best - math.log(10), best + 0.01, best - 0.01):
         assert at_best < total(worse)
 
 

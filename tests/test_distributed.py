@@ -132,13 +132,15 @@ def test_two_ranks_equal_one_process_on_the_global_batch(one_and_two):
     batch's, so each step differs in the last bits (~1e-7). A vector almost equidistant from two codes
     then chooses the other one, which changes the next steps' gradients: over 30 steps the two runs
     drift apart by an amount that depends on the CPU's arithmetic (see TENSOR_TOLERANCE), far below what
-    training on unsynchronised half batches gives. Discrete state (restart counters, update counts) must
-    agree exactly.
+    training on unsynchronised half batches gives. The update count and initialisation agree exactly; the
+    unused-step counters and the number of restarts may differ where such a flipped vector was a code's
+    only one in a step: we allow 2 of the 64 codes and 2 of the about 60 restarts.
     """
     (one, meta1), (two, meta2) = results(one_and_two[0]), results(one_and_two[1])
-    assert meta1["restarts"] > 0 and meta2["restarts"] == meta1["restarts"], "the run must exercise restarts"
-    for k in ("quantizer.steps_unused", "quantizer.num_updates", "quantizer.initialized"):
+    assert meta1["restarts"] > 0 and abs(meta2["restarts"] - meta1["restarts"]) <= 2, "the run must exercise restarts"
+    for k in ("quantizer.num_updates", "quantizer.initialized"):
         assert torch.equal(two[k], one[k]), k
+    assert int((two["quantizer.steps_unused"] != one["quantizer.steps_unused"]).sum()) <= 2
     for k in one:
         if one[k].is_floating_point():
             assert relative_difference(two[k], one[k]) <= TENSOR_TOLERANCE, (k, relative_difference(two[k], one[k]))
