@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PRESET ?= ci
 export VQVAE_PRESET := $(PRESET)
 
-.PHONY: setup book test lint unit notebooks browser clean
+.PHONY: setup book test lint unit notebooks smoke refresh browser clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,12 +53,21 @@ lint: setup
 # module fixture (the five learning runs) may then be built on both workers; measured on 2 cores this
 # still beats a file per worker (395-401 s against 448 s).
 unit: setup
-	$(PY) -m pytest -q -n auto --dist load tests --ignore=tests/browser
+	$(PY) -m pytest -q -n auto --dist load tests --ignore=tests/browser --ignore=tests/smoke
 
 notebooks: setup
 	$(PY) -m pytest -q --nbval-lax notebooks
 
-test: lint unit notebooks book browser
+# The Colab path in miniature: every chapter with the gpu preset's sizes and a few steps (VQVAE_SMOKE=1).
+smoke: setup
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests/smoke
+
+# Re-execute every chapter in place under ci, so that the outputs a reader sees on GitHub or Colab are the
+# current code's (tests/test_notebook_stamp.py fails until they are). `make refresh CHAPTERS="05 06"` for some.
+refresh: setup
+	$(PY) tools/stored_outputs.py refresh $(CHAPTERS)
+
+test: lint unit notebooks smoke book browser
 
 clean:
 	rm -rf _build

@@ -1,11 +1,11 @@
 """Time every chapter under each given preset, in book order, each in a fresh kernel from an empty runs/
-cache, and collect the key figure each chapter glues. Writes book/_preset_times.md, which
+cache, and collect the key figure each chapter records with vqvae_lib.prose.glue. Writes book/_preset_times.md, which
 "How to run this book" includes: the presets' sizes (from vqvae_lib.presets) and the measured times.
 
     python benchmarks/chapter_times.py --preset ci --preset cpu
 
-The figures come from the executed notebooks' own glue outputs, so the table can only show what the
-chapters computed.
+The figures are the values the executed chapters glued (read back by a cell appended to each copy), so
+the table can only show what the chapters computed.
 """
 from __future__ import annotations
 
@@ -33,15 +33,23 @@ KEY_FIGURES = {
 }
 
 
+# Appended to each chapter's copy: prints what the chapter glued, as its last output.
+PRINT_FACTS = ("import json, numbers\nfrom vqvae_lib.prose import FACTS\n"
+               "print(json.dumps({k: float(v) for k, v in FACTS.items()\n"
+               "                  if isinstance(v, numbers.Number) or getattr(v, 'ndim', None) == 0}))")
+
+
 def glued(notebook: Path) -> dict:
-    """{key: text/plain} of the glue outputs stored in an executed notebook."""
-    out = {}
-    for cell in json.loads(notebook.read_text())["cells"]:
-        for o in cell.get("outputs", []):
-            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name and "text/plain" in o.get("data", {}):
-                out[name] = o["data"]["text/plain"]
-    return out
+    """{name: value} of what an executed copy glued, from the output of the PRINT_FACTS cell."""
+    last = json.loads(notebook.read_text())["cells"][-1]
+    return json.loads("".join(last["outputs"][0]["text"]))
+
+
+def with_facts_cell(notebook: Path) -> None:
+    content = json.loads(notebook.read_text())
+    content["cells"].append({"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                             "source": PRINT_FACTS})
+    notebook.write_text(json.dumps(content))
 
 
 def run(preset: str) -> list[dict]:
@@ -51,6 +59,7 @@ def run(preset: str) -> list[dict]:
         shutil.copytree(ROOT / "notebooks", work, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
         env = {**os.environ, "VQVAE_PRESET": preset, "MPLBACKEND": "Agg"}
         for nb in sorted(work.glob("0*.ipynb")):
+            with_facts_cell(nb)
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
                             "--inplace", "--ExecutePreprocessor.timeout=3600", str(nb)],

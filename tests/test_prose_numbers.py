@@ -1,10 +1,12 @@
-"""Run-dependent figures in the book's prose must be glued from an output, never typed by hand.
+"""Run-dependent figures in the book's prose must come from the run, never be typed by hand.
 
 A markdown cell may state constants (K = 64, a 7 x 7 grid, the paper's figures beside a citation) but
 not a measured value. What counts as measured: a decimal number (0.076, 44.7), a percentage, a time
-(9 ms, 3.2 s), or a count out of a total ("26 of 64", "16/16"), written outside math, code and glue
-roles. Mathematics ($...$) states constants and derivations; a measured number there would be typed
-too, so measured values never go into math either: they are glued with ``{glue:text}``.
+(9 ms, 3.2 s), or a count out of a total ("26 of 64", "16/16"), written outside math, code and
+placeholders. Mathematics ($...$) states constants and derivations; a measured number there would be
+typed too, so measured values never go into math either. A sentence that quotes a measured value is
+written by the run: ``say("... {ch5_test_nmse:.4f} ...")`` (vqvae_lib.prose) fills in what an earlier
+cell recorded with ``glue("ch5_test_nmse", value)``; the text around its placeholders obeys the same rule.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from lift_myst import bibliography
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -21,33 +24,25 @@ FENCE = re.compile(r"^(`{3,}|~{3,})\s*(\S*)")
 STRIP = [
     re.compile(r"\$\$.*?\$\$", re.S),         # display math
     re.compile(r"\$[^$\n]+\$"),               # inline math
-    re.compile(r"`[^`\n]*`"),                 # inline code and the argument of a role ({glue:text}`x`)
-    re.compile(r"\{cite[a-z:]*\}"),
-    re.compile(r"\[[^\]\n]*\]\([^)]*\)"),   # links (section numbers, file names)
+    re.compile(r"`[^`\n]*`"),                 # inline code
+    re.compile(r"\{ch\d+_\w+(?::[^{}]*)?\}"),  # a placeholder of say(): the run fills it in
+    re.compile(r"\*\*Exercise \d+\.\d+\*\*"),   # an exercise's number
+    re.compile(r"\[[^\]\n]*\]\([^)]*\)"),   # links (citations, section numbers, file names)
 ]
 
 
 def prose(markdown: str) -> str:
-    """The cell without code blocks and directive options; a directive's body (an exercise) is prose."""
-    lines, directives, code_fence = [], [], None
+    """The cell without its code blocks (a code block's numbers are code, not claims)."""
+    lines, code_fence = [], None
     for line in markdown.splitlines():
         fence = FENCE.match(line.strip())
         if code_fence is not None:  # inside a code block: skip to its closing fence
             if fence and fence.group(1) == code_fence and not fence.group(2):
                 code_fence = None
-            continue
-        if fence:
-            ticks, info = fence.groups()
-            if info.startswith("{"):
-                directives.append(ticks)
-            elif not info and directives and directives[-1] == ticks:
-                directives.pop()
-            else:
-                code_fence = ticks
-            continue
-        if re.match(r"^\s*:[a-z-]+:", line):
-            continue  # a directive option (:label:, :class:)
-        lines.append(line)
+        elif fence:
+            code_fence = fence.group(1)
+        else:
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -57,13 +52,14 @@ MEASURED = re.compile(
     r"|\b\d+(?:\.\d+)?\s?(?:ms|milliseconds?|seconds?|minutes?)\b"  # a time
     r"|\b\d+\s?(?:/|of|out of)\s?\d+\b",                # a count out of a total
 )
-CITED = re.compile(r"\{cite")
+PAPERS = set(bibliography())
+CITED = re.compile(r"\]\((" + "|".join(map(re.escape, PAPERS)) + r")\)")
 
 
 def prose_figures(markdown: str) -> list[str]:
-    """The measured-looking figures of one markdown cell, each with its line, outside cited lines."""
+    """The measured-looking figures of one markdown text, each with its line, outside cited paragraphs."""
     found = []
-    for line in prose(markdown).split("\n\n"):  # a paragraph: a citation covers the figures around it
+    for line in prose(markdown).split("\n\n"):  # a paragraph: a citation covers the paper's figures around it
         if CITED.search(line):
             continue
         text = line
@@ -73,38 +69,50 @@ def prose_figures(markdown: str) -> list[str]:
     return found
 
 
-def markdown_cells(path: Path) -> list[str]:
+SAY = re.compile(r"""\bsay\(r?(\"\"\"|\'\'\')(.*?)\1\)""", re.S)
+GLUE_CALL = re.compile(r"""\bglue\(\s*(f?)["']([^"']+)["']""")
+PLACEHOLDER = re.compile(r"\{(ch\d+_\w+)(?::[^{}]*)?\}")
+
+
+def texts(path: Path) -> list[str]:
+    """What the notebook writes as prose: its markdown cells and the templates of its say() calls."""
     cells = json.loads(path.read_text())["cells"]
-    return ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    said = [m.group(2) for c in cells if c["cell_type"] == "code" for m in SAY.finditer("".join(c["source"]))]
+    return markdown + said
 
 
 def test_recogniser_catches_typed_figures_and_spares_constants():
-    typed = ["a test NMSE of 0.076 in our run", "about 26 of 64 codes", "takes 9 ms", "two thirds (66%)"]
+    typed = ["a test NMSE of 0.076 in our run", "about 26 of 64 codes", "takes 9 ms", "two thirds (66%)",
+             "an NMSE of {ch5_nmse:.3f}, against 0.41 before"]
     assert all(prose_figures(t) for t in typed)
-    constants = ["$K = 64$ codes on a 7 x 7 grid", "with `beta=0.25`", "the paper reports 4.67 bits {cite}`x`",
-                 "{glue:text}`nmse:.3f` after training", "$\\beta = 0.25$", "see [2.1](a.ipynb)"]
+    constants = ["$K = 64$ codes on a 7 x 7 grid", "with `beta=0.25`",
+                 "the paper reports 4.67 bits ([van den Oord et al., 2017](https://arxiv.org/abs/1711.00937))",
+                 "{ch5_nmse:.3f} after training", "$\\beta = 0.25$", "see [2.1](a.ipynb)"]
     assert not any(prose_figures(t) for t in constants)
+    # a link to anything but a cited paper does not excuse a figure
+    assert prose_figures("0.25 of the time, says [a blog](https://example.org)")
+
+
+def test_say_templates_are_found():
+    cell = 'x = 1\nsay(r"""\nThe NMSE is {ch5_nmse:.3f}.\n""")\n'
+    assert [m.group(2) for m in SAY.finditer(cell)] == ["\nThe NMSE is {ch5_nmse:.3f}.\n"]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
 def test_no_hand_typed_figures(page):
-    found = [f for cell in markdown_cells(page) for f in prose_figures(cell)]
-    assert not found, f"{page.name} states run-dependent figures by hand; glue them:\n" + "\n".join(found)
-
-
-GLUE_ROLE = re.compile(r"\{glue(?::text|:md|:any|:math)?\}`([^`]+)`")
-GLUE_CALL = re.compile(r"""glue\(\s*(f?)["']([^"']+)["']""")
+    found = [f for text in texts(page) for f in prose_figures(text)]
+    assert not found, f"{page.name} states run-dependent figures by hand; say() them:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
-def test_every_pasted_figure_is_glued(page):
-    """A {glue:text} reference to a key that no cell glues would fail the book's -W build: catch it here."""
+def test_every_placeholder_is_glued(page):
+    """A placeholder that no cell glues would stop the chapter at that cell: catch it without running it."""
     cells = json.loads(page.read_text())["cells"]
-    wanted = {m.group(1).split("::")[-1].rsplit(":", 1)[0] if ":" in m.group(1).split("::")[-1] else m.group(1)
-              for c in cells if c["cell_type"] == "markdown" for m in GLUE_ROLE.finditer("".join(c["source"]))}
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    wanted = {name for m in SAY.finditer(code) for name in PLACEHOLDER.findall(m.group(2))}
     literal = {m.group(2) for m in GLUE_CALL.finditer(code) if not m.group(1)}
     templates = [re.compile(re.sub(r"\\\{[^}]*\\\}", ".+", re.escape(m.group(2))) + "$")
                  for m in GLUE_CALL.finditer(code) if m.group(1)]  # glue(f"ch7_remedy_{n}_{name}", ...)
     missing = {k for k in wanted if k not in literal and not any(t.match(k) for t in templates)}
-    assert not missing, f"{page.name} pastes keys that no cell glues: {sorted(missing)}"
+    assert not missing, f"{page.name} says names that no cell glues: {sorted(missing)}"

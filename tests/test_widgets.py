@@ -319,6 +319,42 @@ def test_sampler_widget(vqvae, prior):
     assert "class 7" in view.message.value
 
 
+# ---------------------------------------------------------------- static stand-ins (no kernel)
+@pytest.fixture
+def every_visualizer(vqvae, images, prior):
+    return {"atlas": lambda: codebook_atlas(vqvae, images), "editor": lambda: latent_editor(vqvae, images[0]),
+            "playground": lambda: quantization_playground(num_points=60, num_codes=8),
+            "kl": lambda: commitment_kl_explorer(), "sampler": lambda: prior_sampler(vqvae, prior, (7, 7), 4)}
+
+
+@pytest.mark.parametrize("name", ["atlas", "editor", "playground", "kl", "sampler"])
+def test_each_visualizer_shows_static_states_where_no_kernel_runs(every_visualizer, name):
+    """The display bundle carries, beside the live widget, an HTML stand-in: the note that the widget is
+    live in Jupyter and Colab, and 3 states of different pictures; drawing them leaves the widget as it
+    was and leaves no widget open behind."""
+    import base64
+    import re
+
+    import ipywidgets
+
+    view = every_visualizer[name]()
+    before = {k: c.value for k, c in view.controls.items() if hasattr(c, "value")}
+    pictures = {k: image.value for k, image in view.images.items()}
+    open_widgets = len(ipywidgets.widgets.widget._instances)
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    page = bundle["text/html"]
+    assert "Live in Jupyter and Colab" in page
+    figures = re.findall(r"<figure.*?</figure>", page, re.S)
+    pngs = [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+    assert len(figures) == 3 and all(is_png(p) for p in pngs)
+    per_state = [tuple(re.findall(r"base64,([^\"]+)", f)) for f in figures]
+    assert len(set(per_state)) == 3, "two states draw the same pictures"
+    assert {k: c.value for k, c in view.controls.items() if hasattr(c, "value")} == before
+    assert {k: image.value for k, image in view.images.items()} == pictures
+    assert len(ipywidgets.widgets.widget._instances) == open_widgets, "the scratch copies were left open"
+
+
 # ---------------------------------------------------------------- the chapter as committed
 def test_chapter_notebook_keeps_every_visualizer_state():
     """The executed chapter carries the widgets' state, so a static page (or GitHub) shows each

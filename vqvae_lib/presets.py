@@ -3,6 +3,10 @@
 ``ci``: what CI runs (seconds on 2 CPU cores); ``cpu``: a laptop in class (minutes);
 ``gpu``: Colab / a CUDA machine. Pick with ``get_preset("cpu")`` or the ``VQVAE_PRESET``
 environment variable; the default is ``gpu`` when CUDA is available, else ``cpu``.
+
+``VQVAE_SMOKE=1`` keeps every size of the chosen preset and cuts every step budget and sample count to a
+few (:func:`smoke`): ``VQVAE_PRESET=gpu VQVAE_SMOKE=1`` runs a chapter with the ``gpu`` sizes on a CPU in
+seconds to minutes, which catches the shape, memory-layout and dtype errors of the Colab path (`make smoke`).
 """
 from __future__ import annotations
 
@@ -94,6 +98,41 @@ PRESETS = {
 }
 
 
+# What a smoke run keeps of each budget (VQVAE_SMOKE=1): enough steps for an evaluation and a learning-rate
+# decay to happen, enough samples for a batch statistic (a Fréchet distance needs a covariance).
+SMOKE_STEPS = 4
+SMOKE_SAMPLES = 16
+STEP_BUDGETS = ("steps", "remedy_steps", "comparison_steps", "prior_steps")
+SAMPLE_COUNTS = ("samples", "timing_samples", "likelihood_grids")
+
+
+def smoke(preset: dict) -> dict:
+    """``preset`` with every step budget cut to SMOKE_STEPS, every sample count to SMOKE_SAMPLES and the
+    seeds to the first; model sizes and batch sizes unchanged."""
+    def cut(node):
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key in STEP_BUDGETS:
+                value = min(value, SMOKE_STEPS)
+            elif key in SAMPLE_COUNTS:
+                value = min(value, SMOKE_SAMPLES)
+            elif key == "seeds":
+                value = value[:1]
+            out[key] = cut(value)
+        return out
+
+    return {**cut(preset), "smoke": True}
+
+
+def smoke_requested() -> bool:
+    value = os.environ.get("VQVAE_SMOKE", "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"VQVAE_SMOKE is 1 (a smoke run) or 0 / unset; got {value!r}")
+    return value == "1"
+
+
 def default_preset_name() -> str:
     name = os.environ.get("VQVAE_PRESET") or ("gpu" if torch.cuda.is_available() else "cpu")
     if name not in PRESETS:
@@ -102,8 +141,10 @@ def default_preset_name() -> str:
 
 
 def get_preset(name: str | None = None) -> dict:
-    """A copy of the named preset (default: ``VQVAE_PRESET``, else gpu/cpu by hardware), with its name."""
+    """A copy of the named preset (default: ``VQVAE_PRESET``, else gpu/cpu by hardware), with its name;
+    cut to a smoke run's budgets when ``VQVAE_SMOKE=1``."""
     name = name or default_preset_name()
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return {"name": name, **copy.deepcopy(PRESETS[name])}
+    preset = {"name": name, **copy.deepcopy(PRESETS[name])}
+    return smoke(preset) if smoke_requested() else preset

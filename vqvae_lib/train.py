@@ -45,10 +45,10 @@ class History:
     def to_dict(self) -> dict:
         return {"train_steps": self.train_steps, "train": self.train, "eval_steps": self.eval_steps, "eval": self.eval}
 
-    def plot(self, keys=None, axes=None):
+    def plot(self, keys=None, axes=None, title: str | None = None):
         """One panel per logged quantity, train and eval curves against the step. Returns the figure."""
         from .viz import plot_history
-        return plot_history(self, keys=keys, axes=axes)
+        return plot_history(self, keys=keys, axes=axes, title=title)
 
 
 def batch_order(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:

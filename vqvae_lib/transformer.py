@@ -57,13 +57,14 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, L, D = x.shape
         # (B, L, 3D) -> three (B, heads, L, head_dim)
-        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         if cache is not None:
             if L != 1 or not self.causal:
                 raise ValueError("the KV cache takes one new slot at a time, in a causal model")
             k, v = cache.extend(k, v)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=self.causal and cache is None)
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal and cache is None)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 

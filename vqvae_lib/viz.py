@@ -65,15 +65,17 @@ HISTORY_AXES = {
 }
 
 
-def plot_history(history, keys=None, axes=None):
+def plot_history(history, keys=None, axes=None, title: str | None = None):
     """One panel per logged quantity against the step: train batches and, where logged, the eval split.
 
     The perplexity of a training batch and of the test split are different estimators (a batch sees
-    fewer positions, so fewer codes); the legend says which is which. Returns the figure.
+    fewer positions, so fewer codes); the legend says which is which. ``title`` goes above the panels,
+    clear of their labels (constrained layout). Returns the figure.
     """
     keys = keys or list(history.train)
     if axes is None:
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 2.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.0), squeeze=False,
+                                 layout="constrained")
         axes = axes[0]
     else:
         fig = axes[0].figure
@@ -88,7 +90,10 @@ def plot_history(history, keys=None, axes=None):
         if log:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     return fig
 
 

@@ -185,6 +185,22 @@ def test_page(doc, server, offline_page):
         _wait_for(offline_page, doc, f"{n_views} widget views to render",
                   "n => document.querySelectorAll('.widget-subarea > .jupyter-widgets').length >= n", n_views)
 
+    # Finished text: no MyST role or directive reaches the reader unrendered.
+    text = page.locator("article").first.inner_text()
+    raw = [m for m in ("{glue", "{cite", "{ref}", "{exercise}", "{solution}", "{figure}", ":label:") if m in text]
+    assert not raw, f"{doc}: MyST markup shown raw: {raw}"
+
+    # Chapter 7's visualizers need a kernel: the site shows each one's static stand-in instead, with the
+    # note that it is live in Jupyter and Colab, and no dead controls.
+    stand_ins = page.locator(".vq-snapshots")
+    if doc == "notebooks/07_exploring_the_codebook":
+        assert stand_ins.count() == 5, f"{doc}: {stand_ins.count()} static visualizers, expected 5"
+        for k in range(5):
+            shown = stand_ins.nth(k)
+            assert "Live in Jupyter and Colab" in shown.inner_text() and shown.locator("img").count() >= 3
+        assert page.locator(".widget-slider, .jupyter-widgets .widget-button").count() == 0, \
+            f"{doc}: widget controls without a kernel"
+
     # Images: force lazy images to load, then every <img> must have decoded pixels.
     page.evaluate("""() => Promise.all([...document.images].map(img => {
         img.loading = 'eager';

@@ -47,6 +47,10 @@ SCREENSHOTS = Path(os.environ.get("JUPYTER_SCREENSHOT_DIR", REPO / "_build" / "s
 # front end -> (URL of a notebook, the notebook's copy, screenshot folder)
 FRONTENDS = {"jupyterlab": ("lab/tree", NOTEBOOK.name, "jupyterlab"),
              "notebook7": ("notebooks", NOTEBOOK.stem + "-nb7.ipynb", "notebook7")}
+# Opened, not run, in test_chapters_read_as_finished_text: chapters with exercises, solutions, citations and
+# run-dependent sentences (say() outputs), as stored in the repository.
+READ_CHAPTERS = ["05_training_vqvae.ipynb", "07_exploring_the_codebook.ipynb"]
+RAW_MYST = ["{glue", "{cite", "{ref}", "{exercise}", "{solution}", "{figure}", ":label:", ":class: dropdown"]
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -120,6 +124,8 @@ def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("lab-home")
     for _, copy_name, _ in FRONTENDS.values():  # one copy each: an autosave of one never feeds the other
         copy_without_outputs(NOTEBOOK, root / copy_name)
+    for chapter in READ_CHAPTERS:  # as a reader opens them from the repository: with their stored outputs
+        shutil.copy(REPO / "notebooks" / chapter, root / f"read-{chapter}")
     if (RUNS_CACHE / "vqvae" / "metrics.json").exists() and (RUNS_CACHE / "prior" / "metrics.json").exists():
         shutil.copytree(RUNS_CACHE, root / "runs" / RUNS_CACHE.name,
                         ignore=shutil.ignore_patterns("checkpoint"))
@@ -283,6 +289,32 @@ def test_chapter7_widgets_live(lab, page, frontend):
     finally:  # this front end's kernel stops here, so the next front end starts from a quiet machine
         for kernel in api(f"{lab.base}/api/kernels?token={lab.token}") or []:
             api(f"{lab.base}/api/kernels/{kernel['id']}?token={lab.token}", method="DELETE")
+
+
+@pytest.mark.parametrize("chapter", READ_CHAPTERS)
+def test_chapters_read_as_finished_text(lab, page, chapter):
+    """JupyterLab without any MyST extension shows a chapter as a reader gets it: no raw MyST anywhere on
+    the page, the run's sentences rendered, every solution closed until its summary is clicked."""
+    shots = SCREENSHOTS / "jupyterlab"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{lab.base}/lab/tree/read-{chapter}?token={lab.token}")
+    page.locator(".jp-Notebook .jp-MarkdownCell .jp-RenderedMarkdown").first.wait_for(timeout=120_000)
+    page.wait_for_timeout(2_000)  # MathJax and the last cells
+    text = page.locator(".jp-Notebook").first.inner_text()
+    raw = [m for m in RAW_MYST if m in text]
+    assert not raw, f"{chapter} shows MyST markup raw in JupyterLab: {raw}"
+    said = page.locator('.jp-OutputArea-output[data-mime-type="text/markdown"]')
+    assert said.count() > 0, "no run-dependent sentence (say()) rendered as Markdown"
+    solutions = page.locator(".jp-RenderedMarkdown details, .jp-OutputArea-output details")
+    assert solutions.count() > 0, f"{chapter}: no solution found"
+    first = solutions.first
+    first.scroll_into_view_if_needed()
+    body = first.locator(":scope > :not(summary)").first
+    assert first.get_attribute("open") is None and not body.is_visible(), "a solution shows before it is asked for"
+    page.screenshot(path=str(shots / f"read-{chapter[:2]}-solution-closed.png"))
+    first.locator("summary").click()
+    body.wait_for(state="visible", timeout=WAIT_MS)
+    first.screenshot(path=str(shots / f"read-{chapter[:2]}-solution-open.png"))
 
 
 def drive_chapter7(lab, page, url: str, shots: Path) -> None:

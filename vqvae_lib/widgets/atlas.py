@@ -203,4 +203,10 @@ def codebook_atlas(vqvae, images: torch.Tensor, code: int | None = None, max_ima
     code_box.observe(view.guarded(on_code), names="value")
     mode.observe(view.guarded(lambda change: show(state.check_code(code_box.value))), names="value")
     show(start)
-    return view
+    last = (f"the least used code that occurs (usage rank {state.codes_used - 1})", state.codes_used - 1)
+    if state.codes_used == 1:
+        last = (f"a dead code (usage rank {K - 1})", K - 1)
+    return view.show_states(lambda: codebook_atlas(vqvae, images, code, max_images), [
+        ("the most used code", [("rank", 0)]),
+        ("the most used code, tiles as mean input patches", [("rank", 0), ("mode", "mean")]),
+        (last[0], [("rank", last[1])])])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .atlas import check_code
-from .base import Visualizer, hbox, image_widget, labelled, one_thread, single_threaded
+from .base import CLICK, Visualizer, hbox, image_widget, labelled, one_thread, single_threaded
 from .render import BLUE, ORANGE, RED, code_colors, dashed_rectangle, draw, font, png, tile, to_rgb, upscale
 
 
@@ -279,4 +279,9 @@ def latent_editor(vqvae, image: torch.Tensor, seed: int = 0) -> Visualizer:
     undo.on_click(view.guarded(on_undo))
     reset.on_click(view.guarded(on_reset))
     refresh()
-    return view
+    centre = int(state.indices[h // 2, w // 2])
+    other = next((int(c) for c in state.indices.flatten() if c != centre), (centre + 1) % state.num_codes)
+    return view.show_states(lambda: latent_editor(vqvae, image, seed), [
+        ("the image as encoded", []),
+        (f"cell ({h // 2}, {w // 2}) set to code {other}, from elsewhere in the grid", [("code", other)]),
+        ("a random code in the corner cell (0, 0)", [("row", 0), ("col", 0), ("random", CLICK)])])

@@ -122,4 +122,6 @@ def commitment_kl_explorer(distance: float = 1.0, s: float = 0.5) -> Visualizer:
     d_slider.observe(view.guarded(update), names="value")
     s_slider.observe(view.guarded(update), names="value")
     view.guarded(update)()
-    return view
+    return view.show_states(lambda: commitment_kl_explorer(distance, s), [
+        (f"||z_e − e|| = {d:g}, s = {width:g}", [("distance", d), ("s", width)])
+        for d, width in [(0.5, 0.5), (1.5, 0.5), (1.5, 1.0)]])

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quantize import VectorQuantizer, nearest_code, perplexity_from_counts
-from .base import WIDE, Visualizer, hbox, image_widget, labelled, one_thread, single_threaded
+from .base import CLICK, WIDE, Visualizer, hbox, image_widget, labelled, one_thread, single_threaded
 from .render import code_colors, new_figure, png
 
 INITS = {"far": "a clump far from the data (bad init)",
@@ -299,4 +299,7 @@ def quantization_playground(num_points: int = 600, num_codes: int = 16, init: st
     draw_now()
     view.say("The codes start in a clump far from the data. Press Run N and watch how many get used."
              if init == "far" else "Press Step or Run N.")
-    return view
+    return view.show_states(lambda: quantization_playground(num_points, num_codes, init, seed), [
+        (f"{n_steps.value} steps, no remedy", [("run", CLICK)]),
+        (f"{n_steps.value} steps with k-means init", [("kmeans_init", True), ("run", CLICK)]),
+        (f"{n_steps.value} steps with EMA updates", [("ema", True), ("run", CLICK)])])

@@ -89,4 +89,5 @@ def prior_sampler(vqvae, prior, grid_shape=(7, 7), num_samples: int = 16, temper
     label.observe(view.guarded(draw_now), names="value")
     button.on_click(view.guarded(new_seed))
     view.guarded(draw_now)()
-    return view
+    return view.show_states(lambda: prior_sampler(vqvae, prior, grid_shape, num_samples, temperature, seed), [
+        (f"temperature {t:g}", [("temperature", t)]) for t in (0.5, 1.0, 1.5)])

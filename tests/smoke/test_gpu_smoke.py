@@ -1,0 +1,48 @@
+"""The Colab path in miniature: every chapter executes with the gpu preset's sizes and a smoke run's budgets.
+
+``VQVAE_PRESET=gpu VQVAE_SMOKE=1`` keeps K = 512, D = 64, 128 channels, the 9-block transformers and the
+batch sizes of the gpu preset and cuts every step budget and sample count to a few, so a CPU runs each
+chapter in seconds to a minute; a shape, memory-layout or dtype error of the gpu sizes stops the chapter.
+The chapters run in book order in a scratch copy of notebooks/, so nothing here touches the stored outputs
+or the ci runs. `make smoke` runs two groups side by side (pytest-xdist, one worker and one CPU thread
+each): chapters 5-8, which load chapter 5's model from their scratch runs/, and the others.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SHARES_CHAPTER_5 = ("05", "06", "07", "08")  # one worker runs these, in this order
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    work = tmp_path_factory.mktemp("smoke") / "notebooks"
+    shutil.copytree(ROOT / "notebooks", work, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
+    old = {k: os.environ.get(k) for k in ("VQVAE_PRESET", "VQVAE_SMOKE", "MPLBACKEND", "OMP_NUM_THREADS")}
+    # one thread per kernel: two kernels on two cores, neither waiting on the other's threads
+    os.environ.update(VQVAE_PRESET="gpu", VQVAE_SMOKE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    yield work
+    for key, value in old.items():
+        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.mark.parametrize("chapter", [
+    pytest.param(p, id=p.stem, marks=pytest.mark.xdist_group("ch5" if p.name[:2] in SHARES_CHAPTER_5 else "rest"))
+    for p in CHAPTERS])
+def test_chapter_runs_with_the_gpu_sizes(chapter, scratch):
+    notebook = nbformat.read(scratch / chapter.name, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(notebook, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": str(scratch)}}).execute()
+    printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "preset: gpu" in printed, "the chapter did not run under the gpu preset"
+    print(f"{chapter.stem}: {time.perf_counter() - start:.0f} s under gpu smoke")
