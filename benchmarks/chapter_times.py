@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from stored_outputs import execute  # noqa: E402  (tools/ is no package)
+
 # The figure shown per chapter: (glue key, how to print it, what it is). A missing key prints "-".
 KEY_FIGURES = {
     "01": ("ch1_test_bpd", "{:.3f}", "VAE's test bound, bits per dimension"),
@@ -33,40 +34,17 @@ KEY_FIGURES = {
 }
 
 
-# Appended to each chapter's copy: prints what the chapter glued, as its last output.
-PRINT_FACTS = ("import json, numbers\nfrom vqvae_lib.prose import FACTS\n"
-               "print(json.dumps({k: float(v) for k, v in FACTS.items()\n"
-               "                  if isinstance(v, numbers.Number) or getattr(v, 'ndim', None) == 0}))")
-
-
-def glued(notebook: Path) -> dict:
-    """{name: value} of what an executed copy glued, from the output of the PRINT_FACTS cell."""
-    last = json.loads(notebook.read_text())["cells"][-1]
-    return json.loads("".join(last["outputs"][0]["text"]))
-
-
-def with_facts_cell(notebook: Path) -> None:
-    content = json.loads(notebook.read_text())
-    content["cells"].append({"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-                             "source": PRINT_FACTS})
-    notebook.write_text(json.dumps(content))
-
-
 def run(preset: str) -> list[dict]:
     rows = []
+    os.environ.update(VQVAE_PRESET=preset, MPLBACKEND="Agg")  # the kernels inherit them
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "notebooks"
         shutil.copytree(ROOT / "notebooks", work, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
-        env = {**os.environ, "VQVAE_PRESET": preset, "MPLBACKEND": "Agg"}
         for nb in sorted(work.glob("0*.ipynb")):
-            with_facts_cell(nb)
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                            "--inplace", "--ExecutePreprocessor.timeout=3600", str(nb)],
-                           cwd=work, env=env, check=True, capture_output=True)
+            _, values = execute(nb, work)  # in a fresh kernel, with what the chapter glued
             seconds = time.perf_counter() - start
             key, fmt, what = KEY_FIGURES.get(nb.name[:2], (None, "", ""))
-            values = glued(nb)
             figure = fmt.format(float(values[key])) if key in values else "-"
             rows.append({"chapter": nb.stem, "seconds": round(seconds, 1), "figure": figure, "what": what})
             print(rows[-1], flush=True)

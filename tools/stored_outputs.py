@@ -3,12 +3,17 @@
     python tools/stored_outputs.py refresh             # execute every chapter in place under ci (`make refresh`)
     python tools/stored_outputs.py refresh 05 06       # just these chapters (by number or name)
     python tools/stored_outputs.py check               # exit 1 if a chapter's stored outputs are stale
+    python tools/stored_outputs.py drift [--over 5]    # run every chapter here; list the glued figures that
+                                                       # moved more than 5 % from the stored run's
 
 A reader who opens a notebook on GitHub or Colab sees its stored outputs, not the book's fresh build, so
 ``refresh`` executes each chapter in a fresh kernel, in book order (chapters 6-8 load chapter 5's model
 from ``notebooks/runs/``), and stamps the notebook's metadata with the digest of what produced the
-outputs: its code cells, the library's source and the preset. ``check`` (and tests/test_notebook_stamp.py)
-recompute the digest: any edit to a code cell or to ``vqvae_lib`` since the last refresh shows.
+outputs: its code cells, the library's source and the preset, and records the figures the chapter glued
+(``vqvae_lib.prose.FACTS``). ``check`` (and tests/test_notebook_stamp.py) recompute the digest: any edit to
+a code cell or to ``vqvae_lib`` since the last refresh shows. ``drift`` executes every chapter in a scratch
+copy on this machine and compares its figures with the recorded ones: what another CPU (or thread count, or
+library version) makes of the same code.
 """
 from __future__ import annotations
 
@@ -63,30 +68,79 @@ def stale(path: Path) -> str | None:
     return None
 
 
-def refresh(paths: list[Path]) -> None:
+# Appended to a chapter while it runs, then removed: prints the numbers the chapter glued, as JSON.
+PRINT_FACTS = ("import json, numbers\nfrom vqvae_lib.prose import FACTS\n"
+               "print(json.dumps({k: float(v) for k, v in FACTS.items()\n"
+               "                  if isinstance(v, numbers.Number) or getattr(v, 'ndim', None) == 0}))")
+
+
+def execute(path: Path, workdir: Path):
+    """Run the notebook at ``path`` in a fresh kernel in ``workdir``: (the executed notebook, its glued numbers)."""
     import nbformat
     from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(PRINT_FACTS))
+    NotebookClient(notebook, timeout=1800, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(workdir)}}).execute()
+    facts = json.loads(notebook.cells.pop().outputs[0]["text"])
+    return notebook, facts
+
+
+def refresh(paths: list[Path]) -> None:
+    import nbformat
 
     os.environ.update(VQVAE_PRESET=PRESET, MPLBACKEND="Agg")
     for path in paths:
         start = time.perf_counter()
-        notebook = nbformat.read(path, as_version=4)
-        NotebookClient(notebook, timeout=1800, kernel_name="python3", record_timing=False,
-                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-        notebook.metadata[STAMP] = {"preset": PRESET, "sources": sources_digest(notebook)}
+        notebook, facts = execute(path, NOTEBOOKS)
+        notebook.metadata[STAMP] = {"preset": PRESET, "sources": sources_digest(notebook), "facts": facts}
         nbformat.write(notebook, path)
         print(f"{path.name}: refreshed in {time.perf_counter() - start:.0f} s", flush=True)
 
 
+def drift(paths: list[Path], over: float) -> int:
+    """Execute the chapters in a scratch copy and print the glued figures more than ``over`` % from the stored."""
+    import shutil
+    import tempfile
+
+    os.environ.update(VQVAE_PRESET=PRESET, MPLBACKEND="Agg")
+    moved, total = [], 0
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "notebooks"
+        shutil.copytree(NOTEBOOKS, work, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
+        for path in paths:
+            stored = json.loads(path.read_text())["metadata"].get(STAMP, {}).get("facts", {})
+            _, here = execute(work / path.name, work)
+            for name in sorted(set(stored) & set(here)):
+                total += 1
+                a, b = stored[name], here[name]
+                change = abs(b - a) / abs(a) * 100 if a else (0.0 if b == a else float("inf"))
+                if change > over:
+                    moved.append((change, name, a, b))
+            print(f"{path.name}: {len(stored)} figures stored, {len(here)} here", flush=True)
+    for change, name, a, b in sorted(moved, reverse=True):
+        print(f"{name:40s} {a:12.5g} -> {b:12.5g}  ({change:.1f} %)")
+    print(f"{len(moved)} of {total} glued figures moved by more than {over:g} %")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("refresh", "check"):
-        print(__doc__.strip().splitlines()[0] + "\nusage: tools/stored_outputs.py refresh [chapter ...] | check")
-        return 2
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("command", choices=["refresh", "check", "drift"])
+    parser.add_argument("chapters", nargs="*", help="chapter numbers or names (default: all)")
+    parser.add_argument("--over", type=float, default=5.0, help="drift: list figures that moved more (%%)")
+    args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    if argv[0] == "refresh":
-        refresh(chapters(argv[1:]))
+    paths = chapters(args.chapters)
+    if args.command == "refresh":
+        refresh(paths)
         return 0
-    problems = [f"{p.name}: {why}" for p in chapters(argv[1:]) if (why := stale(p))]
+    if args.command == "drift":
+        return drift(paths, args.over)
+    problems = [f"{p.name}: {why}" for p in paths if (why := stale(p))]
     print("\n".join(problems) or "every chapter's stored outputs are the current code's")
     return 1 if problems else 0
 
