@@ -97,3 +97,16 @@ def test_lift_writes_the_myst_the_book_had():
     assert "{cite" not in lift_markdown("([van den Oord, 2017](https://arxiv.org/abs/1711.00937))", labels, last)
     figure = lift_markdown("![A diagram](../f.svg)\n\n*The caption, with $x$.*", labels, last)
     assert figure == ":::{figure} ../f.svg\n:alt: A diagram\n:width: 100%\n\nThe caption, with $x$.\n:::"
+
+
+CODE_WIDTH = 90  # characters: a code box of the rendered book shows this much without scrolling sideways
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_code_lines_fit_the_page(page):
+    """Code a reader sees (the say() cells are hidden on the site) fits the book's code boxes."""
+    cells = json.loads(page.read_text())["cells"]
+    long = [f"cell {i}: {line[:60]}..." for i, c in enumerate(cells) if c["cell_type"] == "code"
+            and not "".join(c["source"]).lstrip().startswith("say(")
+            for line in "".join(c["source"]).splitlines() if len(line) > CODE_WIDTH]
+    assert not long, f"{page.name}: code lines over {CODE_WIDTH} characters:\n" + "\n".join(long)
