@@ -1,4 +1,6 @@
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -129,3 +131,22 @@ def saved_and_loaded(model, x, directory):
     assert torch.equal(a.x_recon, b.x_recon) and torch.equal(a.vq.indices, b.vq.indices)
     assert torch.equal(model.encode(x), loaded.encode(x))
     return loaded, a, b
+
+
+SAY = re.compile(r'\bsay\(r?("""|' + r"''')(.*?)\1\)", re.S)  # a say() call; group 2: its template
+
+
+def notebook_prose(path: Path, stored_outputs: bool = False) -> list[str]:
+    """What a notebook writes as prose: its markdown cells, the templates of its say() calls and, with
+    ``stored_outputs``, the Markdown outputs stored in it (what those templates rendered to)."""
+    texts = []
+    for cell in json.loads(path.read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            texts.append(source)
+            continue
+        texts += [m.group(2) for m in SAY.finditer(source)]
+        if stored_outputs:
+            texts += ["".join(o["data"]["text/markdown"]) for o in cell.get("outputs", [])
+                      if "text/markdown" in o.get("data", {})]
+    return texts

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import notebook_prose
 from lift_myst import EXERCISE, SOLUTION, bibliography, cite_link, known_labels, lift_markdown, lift_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,23 +29,6 @@ def raw_markup(text: str) -> list[str]:
     return [f"{kind}: {m.group(0).strip()!r}" for kind, pattern in RAW_MYST.items() for m in pattern.finditer(text)]
 
 
-def reader_texts(path: Path) -> list[str]:
-    """Every text a front end renders as Markdown: markdown cells, say() templates, stored Markdown outputs."""
-    cells = json.loads(path.read_text())["cells"]
-    texts = []
-    for cell in cells:
-        source = "".join(cell["source"])
-        if cell["cell_type"] == "markdown":
-            texts.append(source)
-            continue
-        texts += re.findall(r"\bsay\(r?(?:\"\"\"|''')(.*?)(?:\"\"\"|''')\)", source, re.S)
-        for output in cell.get("outputs", []):
-            markdown = output.get("data", {}).get("text/markdown")
-            if markdown:
-                texts.append("".join(markdown))
-    return texts
-
-
 def test_recogniser_catches_myst_and_spares_plain_markdown():
     myst = ["every {glue:text}`ch5_n:d` steps", "VQ-VAE {cite}`vandenoord2017neural`", "```{exercise}\n:label: x",
             "(multi-gpu)=\n## Several GPUs", ":::{figure} a.svg", "see {ref}`ex-ch7-kl`"]
@@ -56,7 +40,7 @@ def test_recogniser_catches_myst_and_spares_plain_markdown():
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
 def test_no_raw_myst_where_readers_open_the_notebook(page):
-    found = [f for text in reader_texts(page) for f in raw_markup(text)]
+    found = [f for text in notebook_prose(page, stored_outputs=True) for f in raw_markup(text)]
     assert not found, f"{page.name} shows MyST markup raw outside the book:\n" + "\n".join(found)
 
 

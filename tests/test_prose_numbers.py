@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import SAY, notebook_prose
 from lift_myst import bibliography
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,17 +70,8 @@ def prose_figures(markdown: str) -> list[str]:
     return found
 
 
-SAY = re.compile(r"""\bsay\(r?(\"\"\"|\'\'\')(.*?)\1\)""", re.S)
 GLUE_CALL = re.compile(r"""\bglue\(\s*(f?)["']([^"']+)["']""")
 PLACEHOLDER = re.compile(r"\{(ch\d+_\w+)(?::[^{}]*)?\}")
-
-
-def texts(path: Path) -> list[str]:
-    """What the notebook writes as prose: its markdown cells and the templates of its say() calls."""
-    cells = json.loads(path.read_text())["cells"]
-    markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
-    said = [m.group(2) for c in cells if c["cell_type"] == "code" for m in SAY.finditer("".join(c["source"]))]
-    return markdown + said
 
 
 def test_recogniser_catches_typed_figures_and_spares_constants():
@@ -101,7 +93,7 @@ def test_say_templates_are_found():
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
 def test_no_hand_typed_figures(page):
-    found = [f for text in texts(page) for f in prose_figures(text)]
+    found = [f for text in notebook_prose(page) for f in prose_figures(text)]
     assert not found, f"{page.name} states run-dependent figures by hand; say() them:\n" + "\n".join(found)
 
 
