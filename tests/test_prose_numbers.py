@@ -18,6 +18,8 @@ import pytest
 from conftest import SAY, notebook_prose
 from lift_myst import bibliography
 
+from vqvae_lib.prose import PLACEHOLDER  # what say() fills in
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -26,7 +28,7 @@ STRIP = [
     re.compile(r"\$\$.*?\$\$", re.S),         # display math
     re.compile(r"\$[^$\n]+\$"),               # inline math
     re.compile(r"`[^`\n]*`"),                 # inline code
-    re.compile(r"\{ch\d+_\w+(?::[^{}]*)?\}"),  # a placeholder of say(): the run fills it in
+    PLACEHOLDER,                              # a placeholder of say(): the run fills it in
     re.compile(r"\*\*Exercise \d+\.\d+\*\*"),   # an exercise's number
     re.compile(r"\[[^\]\n]*\]\([^)]*\)"),   # links (citations, section numbers, file names)
 ]
@@ -71,7 +73,6 @@ def prose_figures(markdown: str) -> list[str]:
 
 
 GLUE_CALL = re.compile(r"""\bglue\(\s*(f?)["']([^"']+)["']""")
-PLACEHOLDER = re.compile(r"\{(ch\d+_\w+)(?::[^{}]*)?\}")
 
 
 def test_recogniser_catches_typed_figures_and_spares_constants():
@@ -102,7 +103,7 @@ def test_every_placeholder_is_glued(page):
     """A placeholder that no cell glues would stop the chapter at that cell: catch it without running it."""
     cells = json.loads(page.read_text())["cells"]
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    wanted = {name for m in SAY.finditer(code) for name in PLACEHOLDER.findall(m.group(2))}
+    wanted = {p.group(1) for m in SAY.finditer(code) for p in PLACEHOLDER.finditer(m.group(2))}
     literal = {m.group(2) for m in GLUE_CALL.finditer(code) if not m.group(1)}
     templates = [re.compile(re.sub(r"\\\{[^}]*\\\}", ".+", re.escape(m.group(2))) + "$")
                  for m in GLUE_CALL.finditer(code) if m.group(1)]  # glue(f"ch7_remedy_{n}_{name}", ...)

@@ -9,7 +9,6 @@ each): chapters 5-8, which load chapter 5's model from their scratch runs/, and 
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -27,12 +26,12 @@ SHARES_CHAPTER_5 = ("05", "06", "07", "08")  # one worker runs these, in this or
 def scratch(tmp_path_factory):
     work = tmp_path_factory.mktemp("smoke") / "notebooks"
     shutil.copytree(ROOT / "notebooks", work, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
-    old = {k: os.environ.get(k) for k in ("VQVAE_PRESET", "VQVAE_SMOKE", "MPLBACKEND", "OMP_NUM_THREADS")}
     # one thread per kernel: two kernels on two cores, neither waiting on the other's threads
-    os.environ.update(VQVAE_PRESET="gpu", VQVAE_SMOKE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")
-    yield work
-    for key, value in old.items():
-        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    settings = dict(VQVAE_PRESET="gpu", VQVAE_SMOKE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    with pytest.MonkeyPatch.context() as env:  # the kernels inherit these; restored afterwards
+        for key, value in settings.items():
+            env.setenv(key, value)
+        yield work
 
 
 @pytest.mark.parametrize("chapter", [
