@@ -1,11 +1,13 @@
 """Time every chapter under each given preset, in book order, each in a fresh kernel from an empty runs/
-cache, and collect the key figure each chapter records with vqvae_lib.prose.glue. Writes book/_preset_times.md, which
-"How to run this book" includes: the presets' sizes (from vqvae_lib.presets) and the measured times.
+cache, and collect the key figure each chapter records with vqvae_lib.prose.glue. Writes book/_preset_times.md,
+which "How to run this book" includes: the presets' sizes (from vqvae_lib.presets) and one table with, per
+chapter and preset, the time and the chapter's key figure.
 
     python benchmarks/chapter_times.py --preset ci --preset cpu
 
 The figures are the values the executed chapters glued (read back by a cell appended to each copy), so
-the table can only show what the chapters computed.
+the table can only show what the chapters computed. With --sizes-only nothing is executed and the page
+shows the presets' sizes alone. tests/test_chapter_times.py checks the table-writing on made-up results.
 """
 from __future__ import annotations
 
@@ -19,35 +21,54 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from stored_outputs import execute  # noqa: E402  (tools/ is no package)
+OUT = ROOT / "book" / "_preset_times.md"
+COMMAND = "python benchmarks/chapter_times.py --preset ci --preset cpu"
 
-# The figure shown per chapter: (glue key, how to print it, what it is). A missing key prints "-".
+# The figure shown per chapter: (glued name, how to print it, what it is). A chapter whose run did not
+# glue the name prints "-"; one whose run failed prints "failed".
 KEY_FIGURES = {
-    "01": ("ch1_test_bpd", "{:.3f}", "VAE's test bound, bits per dimension"),
-    "02": ("ch2_best_nmse", "{:.3f}", "best collapse remedy's test NMSE"),
-    "03": ("ch3_mean_image_nmse", "{:.3f}", "NMSE of the mean image (the bug's floor)"),
-    "04": ("ch4_nmse_best", "{:.3f}", "best beta's test NMSE"),
-    "05": ("ch5_test_nmse", "{:.4f}", "test NMSE"),
-    "06": ("ch6_label_bound", "{:.3f}", "most a label can save, bits per code"),
-    "07": ("ch7_prior_bits", "{:.2f}", "prior's test bits per code"),
+    "01": ("ch1_test_bpd", "{:.3f}", "the VAE's test bound, bits per dimension"),
+    "02": ("ch2_best_nmse", "{:.3f}", "lowest test NMSE of the five quantiser variants"),
+    "03": ("ch3_correct_nmse", "{:.3f}", "test NMSE of the correct straight-through model"),
+    "04": ("ch4_nmse_best", "{:.3f}", "test NMSE at the best beta of the sweep"),
+    "05": ("ch5_test_nmse", "{:.4f}", "the VQ-VAE's test NMSE"),
+    "06": ("ch6_prior_bits", "{:.3f}", "the PixelCNN prior's test bits per code"),
+    "07": ("ch7_dead_test", "{:.0f}", "codes the VQ-VAE never uses on the test images"),
+    "08": ("ch8_bound_best", "{:.3f}", "the VQ-VAE's bound with its best prior, bits per dimension"),
+    "09": ("ch9_best_nmse", "{:.3f}", "lowest test NMSE of the quantisers compared"),
 }
 
 
+def chapter_row(chapter: str, seconds: float, values: dict | None) -> dict:
+    """One chapter's result: its time and its key figure, formatted (``values=None``: the run failed)."""
+    key, fmt, _ = KEY_FIGURES.get(chapter[:2], (None, "", ""))
+    if values is None:
+        figure = "failed"
+    elif key in values:
+        figure = fmt.format(float(values[key]))
+    else:
+        figure = "-"
+    return {"chapter": chapter, "seconds": round(seconds, 1), "figure": figure}
+
+
 def run(preset: str) -> list[dict]:
+    sys.path.insert(0, str(ROOT / "tools"))
+    from stored_outputs import execute  # tools/ is no package
+
     rows = []
     os.environ.update(VQVAE_PRESET=preset, MPLBACKEND="Agg")  # the kernels inherit them
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "notebooks"
         shutil.copytree(ROOT / "notebooks", work, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
-        for nb in sorted(work.glob("0*.ipynb")):
+        for nb in sorted(work.glob("[0-9][0-9]_*.ipynb")):
             start = time.perf_counter()
-            _, values = execute(nb, work)  # in a fresh kernel, with what the chapter glued
-            seconds = time.perf_counter() - start
-            key, fmt, what = KEY_FIGURES.get(nb.name[:2], (None, "", ""))
-            figure = fmt.format(float(values[key])) if key in values else "-"
-            rows.append({"chapter": nb.stem, "seconds": round(seconds, 1), "figure": figure, "what": what})
-            print(rows[-1], flush=True)
+            try:
+                _, values = execute(nb, work)  # in a fresh kernel, with what the chapter glued
+            except Exception as err:  # a failed chapter is a row of the table, not the end of the run
+                print(f"{nb.name} under {preset}: {type(err).__name__}", file=sys.stderr, flush=True)
+                values = None
+            rows.append(chapter_row(nb.stem, time.perf_counter() - start, values))
+            print(preset, rows[-1], flush=True)
     return rows
 
 
@@ -67,23 +88,59 @@ def preset_table() -> list[str]:
     return lines
 
 
-def main() -> None:
+def times_table(results: dict[str, list[dict]]) -> list[str]:
+    """One row per chapter, two columns per preset (seconds, key figure), and a total row.
+
+    ``results`` maps a preset to its rows (``chapter_row``), in book order; presets may miss a chapter.
+    """
+    presets = list(results)
+    chapters = sorted({r["chapter"] for rows in results.values() for r in rows})
+    header = "| chapter | key figure: what it is |" + "".join(f" `{p}`: s | `{p}`: figure |" for p in presets)
+    lines = [header, "| :-- | :-- |" + " --: | --: |" * len(presets)]
+    for chapter in chapters:
+        key, _, what = KEY_FIGURES.get(chapter[:2], (None, "", ""))
+        cells = f"| {chapter} | " + (f"`{key}`: {what} |" if key else "(none) |")
+        for p in presets:
+            row = next((r for r in results[p] if r["chapter"] == chapter), None)
+            cells += f" {row['seconds']:.0f} | {row['figure']} |" if row else " | |"
+        lines.append(cells)
+    lines.append("| all | |" + "".join(f" {sum(r['seconds'] for r in results[p]):.0f} | |" for p in presets))
+    return lines
+
+
+def page(results: dict[str, list[dict]], machine: str = "", date: str = "") -> str:
+    """The whole of book/_preset_times.md: the presets' sizes, then the times table if there are results."""
+    lines = preset_table() + [""]
+    if results:
+        lines += [f"How long each chapter takes under each preset, executed top to bottom in a fresh kernel in "
+                  f"book order from an empty `runs/` cache ({machine}, {date}), and the figure it reaches: "
+                  f"its key figure, one of the values the chapter glued (named in the second column). "
+                  f"`{COMMAND}` measured it and wrote this table.", ""]
+        lines += times_table(results)
+    else:
+        lines += [f"`{COMMAND}` executes every chapter under each preset and adds here a table of the time "
+                  f"each chapter takes and the key figure it reaches; until it is run, this page shows the "
+                  f"presets' sizes only."]
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    import torch
+
+    gpu = f"GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores, {gpu}"
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", action="append", choices=["ci", "cpu", "gpu"], help="repeat for several")
-    presets = parser.parse_args().preset or ["ci"]
-    lines = preset_table() + [""]
-    for preset in presets:
-        rows = run(preset)
-        total = sum(r["seconds"] for r in rows)
-        lines += [f"Each chapter under `{preset}`, executed top to bottom in a fresh kernel in book order from an "
-                  f"empty `runs/` cache (`python benchmarks/chapter_times.py`, {os.cpu_count()} CPU cores, no GPU, "
-                  f"{datetime.date.today().isoformat()}):", "",
-                  "| chapter | seconds | key figure | |", "| :-- | --: | --: | :-- |"]
-        lines += [f"| {r['chapter']} | {r['seconds']:.0f} | {r['figure']} | {r['what']} |" for r in rows]
-        lines += [f"| all | {total:.0f} | | |", ""]
-    out = ROOT / "book" / "_preset_times.md"
-    out.write_text("\n".join(lines))
-    print(out.read_text())
+    parser.add_argument("--sizes-only", action="store_true", help="run nothing: write the presets' sizes alone")
+    parser.add_argument("--out", type=Path, default=OUT, help="the page to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    presets = [] if args.sizes_only else args.preset or ["ci"]
+    results = {preset: run(preset) for preset in presets}
+    args.out.write_text(page(results, machine(), datetime.date.today().isoformat()))
+    print(args.out.read_text())
 
 
 if __name__ == "__main__":

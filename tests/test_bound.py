@@ -8,13 +8,16 @@ from torch import nn
 
 from vqvae_lib import VQVAE, GatedPixelCNN
 from vqvae_lib.bound import (
+    BinnedHead,
     check_raster_causal,
     decoder_nats,
+    fit_binned_head,
     fit_decoder_log_scale,
     prior_nats_per_image,
     uniform_nats_per_image,
     unigram_nats_per_image,
     vqvae_bound_bits_per_dim,
+    vqvae_cost_map,
     vqvae_reconstruction_nats,
 )
 from vqvae_lib.data import ImageDataset, load_images
@@ -142,6 +145,44 @@ def test_fitted_log_scale_is_the_training_splits_maximum_likelihood(varied_vqvae
     # optimum's offset from the grid, so the check holds whichever grid neighbour float32 rounding picks
     for worse in (best + math.log(10), best - math.log(10), best + 0.01, best - 0.01):
         assert at_best < total(worse)
+
+
+def test_a_per_pixel_scale_fits_each_pixel_and_the_cost_map_adds_up(varied_vqvae, digits):
+    per_pixel = fit_decoder_log_scale(varied_vqvae, digits, device="cpu", per_pixel=True)
+    shared = fit_decoder_log_scale(varied_vqvae, digits, device="cpu")
+    assert per_pixel.shape == (1, 28, 28) and float(per_pixel.std()) > 0.1  # the pixels do differ
+
+    def cost(log_scale):
+        return vqvae_cost_map(varied_vqvae, digits, log_scale, device="cpu")
+
+    # the shared scale is one of the per-pixel family: the per-pixel fit is no worse at any pixel (up to the
+    # search's last step, 0.0035 in log-scale, which moves a pixel's nats by far less than 1e-3)
+    assert bool((cost(per_pixel) <= cost(shared) + 1e-3).all())
+    assert float(cost(per_pixel).sum()) < float(cost(shared).sum()) - 1.0
+    # the map's sum is the mean of the per-image decoder nats, whatever the scale's form
+    for log_scale in (shared, per_pixel):
+        mean_nats = float(vqvae_reconstruction_nats(varied_vqvae, digits, log_scale, device="cpu").mean())
+        assert float(cost(log_scale).sum()) == pytest.approx(mean_nats, rel=1e-12)
+    with pytest.raises(ValueError, match="one per pixel"):
+        cost(torch.zeros(1, 14, 14))
+
+
+def test_the_binned_head_moves_location_and_scale_per_decoded_value_and_lowers_the_training_nats(
+        varied_vqvae, digits):
+    head = fit_binned_head(varied_vqvae, digits, bins=4, steps=60, device="cpu")
+    mean = torch.tensor([[[[-5.0, 0.0, 5.0]]]])
+    location, log_scale = head(mean)
+    b = torch.bucketize(mean.double(), head.edges)
+    assert torch.equal(location, mean.double() + head.offset[b]) and torch.equal(log_scale, head.log_scale[b])
+    # at 0 offsets and one log-scale it is the shared scale, so fitting it can only lower the training nats
+    start = BinnedHead(head.edges.clone())
+    with torch.no_grad():
+        start.log_scale.fill_(float(fit_decoder_log_scale(varied_vqvae, digits, device="cpu")))
+    nats = {name: float(vqvae_reconstruction_nats(varied_vqvae, digits, h, device="cpu").mean())
+            for name, h in (("start", start), ("fitted", head))}
+    assert nats["fitted"] < nats["start"]
+    with pytest.raises(ValueError, match="positive"):
+        fit_binned_head(varied_vqvae, digits, bins=0)
 
 
 def test_uniform_prior_nats():

@@ -12,10 +12,11 @@ NON_DEFAULT = {
     VQVAE: dict(in_channels=3, num_codes=32, code_dim=8, hidden_channels=16, num_res_layers=1, res_channels=8,
                 downsample=2, beta=0.5, data_variance=0.3,
                 quantizer=dict(ema=True, decay=0.9, kmeans_init=True, restart_after=7, seed=5)),
-    GatedPixelCNN: dict(num_codes=12, hidden_channels=8, num_layers=2, num_classes=3, kernel_size=5),
+    GatedPixelCNN: dict(num_codes=12, hidden_channels=8, num_layers=2, num_classes=3, kernel_size=5,
+                        label_dropout=0.25),
     VAE: dict(in_channels=3, image_size=16, latent_dim=4, hidden_channels=8, beta=2.0),
     **{cls: dict(num_codes=12, max_height=3, max_width=6, embed_dim=12, num_layers=2, num_heads=3, num_classes=4,
-                 dropout=0.1) for cls in (TransformerPrior, MaskedPrior)},
+                 dropout=0.1, label_dropout=0.25) for cls in (TransformerPrior, MaskedPrior)},
     DigitClassifier: dict(in_channels=3, num_classes=4, feature_dim=6, channels=5),
 }
 

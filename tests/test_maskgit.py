@@ -9,7 +9,7 @@ from conftest import input_dependence
 from test_transformer import NUM_CODES, SIDE, markov_task
 from torch.utils.data import TensorDataset
 
-from vqvae_lib.maskgit import MaskedPrior, mask_schedule, random_mask
+from vqvae_lib.maskgit import MaskedPrior, mask_schedule, random_mask, uniform_count_mask
 from vqvae_lib.seeding import seeded
 from vqvae_lib.train import evaluate, train
 
@@ -104,6 +104,67 @@ def test_passes_in_batches_keep_each_grid_with_its_label():
     for c in range(5):
         assert torch.allclose(nll[c], model.ordered_nll(grids, torch.full((16,), c)), rtol=1e-12)
     assert not torch.allclose(nll[0], nll[4])  # the label matters, so a misaligned one would show
+
+
+# ---------------------------------------------------------------- the order-agnostic (random-order) bound
+def tiny_double_prior(num_classes=None):
+    with seeded(0):
+        model = MaskedPrior(3, 2, 2, embed_dim=8, num_layers=2, num_heads=2, num_classes=num_classes).double()
+    with torch.no_grad():  # an untrained head is nearly uniform; sharpen it so the orders disagree
+        model.head.weight.mul_(30)
+    return model
+
+
+def test_the_weighted_masked_terms_average_to_the_mean_over_every_decoding_order():
+    # 2 x 2 grids: all 4! = 24 orders and all 15 non-empty masks can be enumerated. The estimator's exact
+    # expectation (m ~ U{1..4}, then a uniform m-subset) must equal the average of the 24 exact ordered
+    # likelihoods; in float64 both are sums of the same log-probabilities, so 1e-10 is rounding only.
+    model = tiny_double_prior()
+    grids = torch.randint(3, (5, 2, 2), generator=torch.Generator().manual_seed(1))
+    orders = [torch.tensor(o) for o in itertools.permutations(range(4))]
+    over_orders = torch.stack([model.ordered_nll(grids, order=o) for o in orders]).mean(0)  # (5,)
+    expected = torch.zeros(5, dtype=torch.float64)
+    for m in range(1, 5):
+        subsets = list(itertools.combinations(range(4), m))
+        for subset in subsets:
+            mask = torch.zeros(5, 4, dtype=torch.bool)
+            mask[:, list(subset)] = True
+            expected += model.masked_nats(grids, mask.view(5, 2, 2)) * 4 / m / 4 / len(subsets)
+    assert torch.allclose(expected, over_orders, rtol=0, atol=1e-10)
+    # and it is no one order's likelihood: the orders differ, so the average is a real mixture
+    assert float(torch.stack([model.ordered_nll(grids, order=o) for o in orders]).std(0).min()) > 1e-3
+
+
+def test_the_random_order_estimate_is_unbiased_within_its_standard_error():
+    model = tiny_double_prior(num_classes=2)
+    grids = torch.randint(3, (32, 2, 2), generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([0, 1] * 16)
+    orders = [torch.tensor(o) for o in itertools.permutations(range(4))]
+    exact = float(torch.stack([model.ordered_nll(grids, labels, o) for o in orders]).mean()) / (4 * math.log(2))
+    est = model.random_order_bits_per_code(grids, labels, samples=100,
+                                           generator=torch.Generator().manual_seed(3))
+    assert 0 < est["std_error"] < 0.05 * exact
+    # 4 standard errors: a false failure about once in 16,000 seeds; a bias of that size fails
+    assert abs(est["bits_per_code"] - exact) < 4 * est["std_error"]
+    # repeatable by default, and the draws come from the generator, not the global RNG
+    state = torch.get_rng_state()
+    assert model.random_order_bits_per_code(grids, labels) == model.random_order_bits_per_code(grids, labels)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_uniform_count_masks_hide_each_count_equally_often():
+    mask, m = uniform_count_mask(20_000, 2, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(mask.flatten(1).sum(1), m) and int(m.min()) == 1 and int(m.max()) == 6
+    counts = torch.bincount(m, minlength=7)[1:].double() / 20_000
+    assert torch.allclose(counts, torch.full((6,), 1 / 6, dtype=torch.float64), atol=0.015)  # 5 sigma
+
+
+def test_the_random_order_bound_refuses_bad_samples_and_mask_tokens():
+    model = small()
+    with pytest.raises(ValueError, match="samples"):
+        model.random_order_bits_per_code(torch.randint(K, (2, 2, 2)), samples=0)
+    with pytest.raises(ValueError, match=r"\[MASK\]"):
+        model.random_order_bits_per_code(torch.full((1, 2, 2), K))
 
 
 def test_ordered_likelihood_refuses_a_bad_order_and_mask_tokens():

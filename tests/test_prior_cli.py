@@ -7,6 +7,7 @@ import torch
 from vqvae_lib import GatedPixelCNN, MaskedPrior, TransformerPrior, get_preset
 from vqvae_lib.cli import main
 from vqvae_lib.presets import PRIOR_LR_DECAY
+from vqvae_lib.prior import DEFAULT_LABEL_DROPOUT
 from vqvae_lib.recipes import PRIOR_KINDS, build_prior, load_prior, recipe
 from vqvae_lib.seeding import seeded
 
@@ -37,15 +38,22 @@ def test_build_prior_builds_each_kind_seeded_and_refuses_an_unknown_one():
         build_prior(p, CI_CODES, CI_CLASSES, kind="gan")
 
 
-def test_the_pixelcnn_recipe_is_unchanged_and_other_kinds_record_theirs():
+def test_the_pixelcnn_recipe_records_no_kind_and_other_kinds_record_theirs():
+    """Every prior's recipe records its label dropout (the library's default here), so a prior saved before
+    the null class existed is trained again, not loaded; the PixelCNN's records no kind, as before."""
     p = get_preset("ci")
     assert recipe(p, "prior", "mnist-5k", 0) == {
         "preset": "ci", "data": "mnist-5k", "seed": 0, "cpu_threads": torch.get_num_threads(), "world_size": 1,
-        "model": {"hidden_channels": 32, "num_layers": 6},
+        "model": {"label_dropout": DEFAULT_LABEL_DROPOUT, "hidden_channels": 32, "num_layers": 6},
         "train": {"steps": 300, "batch_size": 64, "lr": 3e-3, "lr_decay": PRIOR_LR_DECAY}}
     transformer = recipe(p, "prior", "mnist-5k", 0, steps=7, kind="transformer")
-    assert transformer["kind"] == "transformer" and transformer["model"] == p["prior"]["transformer"]["model"]
+    assert transformer["kind"] == "transformer"
+    assert transformer["model"] == {"label_dropout": DEFAULT_LABEL_DROPOUT, **p["prior"]["transformer"]["model"]}
     assert transformer["train"]["steps"] == 7
+    p["prior"]["maskgit"]["model"]["label_dropout"] = 0.0  # a preset may set its own
+    assert recipe(p, "prior", "mnist-5k", 0, kind="maskgit")["model"]["label_dropout"] == 0.0
+    assert build_prior(p, CI_CODES, CI_CLASSES, kind="maskgit").label_dropout == 0.0
+    assert build_prior(p, CI_CODES, CI_CLASSES).config["label_dropout"] == DEFAULT_LABEL_DROPOUT
 
 
 def test_load_prior_dispatches_on_the_saved_class(tmp_path):
@@ -100,6 +108,13 @@ def test_train_prior_with_a_kind_then_sample_from_it(vqvae_dir, tiny_priors, tmp
     assert main(["sample", "--vqvae", str(vqvae_dir), "--prior", str(prior), "-n", "2", "--label", "3",
                  "--out", str(png)]) == 0
     assert png.stat().st_size > 1000
+    # the trained prior is class-conditional with a null class: sampled without a label, and guided
+    assert json.loads((prior / "config.json").read_text())["label_dropout"] > 0
+    for extra in ([], ["--label", "3", "--guidance", "1.5"]):
+        png.unlink()
+        assert main(["sample", "--vqvae", str(vqvae_dir), "--prior", str(prior), "-n", "2", *extra,
+                     "--out", str(png)]) == 0
+        assert png.stat().st_size > 1000
 
 
 def test_a_bad_kind_is_a_usage_error(vqvae_dir, tmp_path, capsys):
@@ -117,3 +132,22 @@ def test_a_label_for_an_unconditional_prior_is_a_user_error(vqvae_dir, tmp_path,
                  "--out", str(tmp_path / "s.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "without num_classes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_guidance_without_a_label_or_out_of_range_is_a_user_error(vqvae_dir, tmp_path, capsys):
+    """--guidance needs --label (refused before anything is loaded) and a finite w >= 0 (the prior refuses)."""
+    missing = tmp_path / "missing"
+    assert main(["sample", "--vqvae", str(missing), "--prior", str(missing), "--guidance", "2",
+                 "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --guidance needs --label: it steers the samples towards that class\n"
+    with seeded(0):
+        TransformerPrior(CI_CODES, embed_dim=8, num_layers=1, num_heads=2, num_classes=10).save_pretrained(
+            tmp_path / "p")
+    (tmp_path / "p" / "metrics.json").write_text(json.dumps({"grid_shape": [7, 7]}))
+    for w in ("-1", "nan"):
+        assert main(["sample", "--vqvae", str(vqvae_dir), "--prior", str(tmp_path / "p"), "--label", "1",
+                     "--guidance", w, "--out", str(tmp_path / "s.png")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: guidance must be a finite number >= 0") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.png").exists()

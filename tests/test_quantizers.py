@@ -68,3 +68,10 @@ def test_a_comparison_row_trains_the_model_and_its_prior(data, tmp_path):
     assert len(list(tmp_path.iterdir())) == 2  # the VQ-VAE's run and the prior's, cached
     again = compare_quantizer("lfq", preset, data, data, seed=0, device="cpu", cache=tmp_path, progress=False)
     assert again["nmse"] == row["nmse"] and again["prior_bits_per_code"] == row["prior_bits_per_code"]
+
+
+def test_a_matched_preset_is_a_copy_that_a_chapter_may_change():
+    p = matched_preset(get_preset("ci"), "fsq")
+    p["vqvae"]["model"]["quantizer"]["range_weight"] = 0.0  # chapter 9's paper-FSQ run
+    assert "range_weight" not in MATCHED_BITS["fsq"]["quantizer"]
+    assert "range_weight" not in matched_preset(get_preset("ci"), "fsq")["vqvae"]["model"]["quantizer"]

@@ -2,6 +2,7 @@
 decoder's gradient carried to z_e by the rotation and rescaling that take z_e to its code."""
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import short_ci_run
 
 from vqvae_lib import VQVAE, VectorQuantizer
@@ -174,3 +175,34 @@ def test_rotation_trick_trains_the_plain_ci_vqvae_better_than_straight_through(o
     untrained, nmse = before["nmse"], after["nmse"]
     print("rotation trick", nmse, "untrained", untrained)
     assert nmse < MAX_NMSE and nmse < untrained, (nmse, untrained)
+
+
+def test_the_householder_reflection_keeps_angles_but_reverses_the_tangential_gradient_and_never_nears_identity():
+    # What chapter 9's solution to exercise 9.3 says of H = I - 2 v v^T, v = (u - q) / |u - q|, against R.
+    from vqvae_lib.exercises.ch09 import reference_rotation
+
+    g = torch.Generator().manual_seed(0)
+    u = F.normalize(torch.randn(5, dtype=torch.float64, generator=g), dim=0)
+    q = F.normalize(torch.randn(5, dtype=torch.float64, generator=g), dim=0)
+    grad = torch.randn(5, dtype=torch.float64, generator=g)
+
+    def householder(u, q):
+        v = (u - q) / (u - q).norm()
+        return torch.eye(len(u), dtype=u.dtype) - 2 * torch.outer(v, v)
+
+    H, R = householder(u, q), reference_rotation(u, q)
+    eye = torch.eye(5, dtype=torch.float64)
+    assert torch.allclose(H @ u, q) and torch.allclose(H, H.T) and torch.allclose(H.T @ H, eye)
+    assert float(torch.linalg.det(H)) == pytest.approx(-1.0) and float(torch.linalg.det(R)) == pytest.approx(1.0)
+    # angles kept exactly by both: angle(M^T g, u) = angle(g, q)
+    for M in (H, R):
+        assert float(F.cosine_similarity(M.T @ grad, u, dim=0)) == pytest.approx(
+            float(F.cosine_similarity(grad, q, dim=0)), abs=1e-12)
+    # in the plane of u and q, the component orthogonal to u comes out with opposite signs
+    t = F.normalize(q - (q @ u) * u, dim=0)  # the plane's direction orthogonal to u
+    assert float((H.T @ grad) @ t) == pytest.approx(-float((R.T @ grad) @ t), abs=1e-12)
+    # as q -> u the rotation tends to the identity, the reflection stays a reflection (distance 2)
+    for eps in (1e-2, 1e-4):
+        near = F.normalize(u + eps * t, dim=0)
+        assert float(torch.linalg.matrix_norm(reference_rotation(u, near) - eye, ord=2)) < 3 * eps
+        assert float(torch.linalg.matrix_norm(householder(u, near) - eye, ord=2)) == pytest.approx(2.0)

@@ -4,6 +4,12 @@
     python -m vqvae_lib train-prior --vqvae runs/vqvae --out runs/prior
     python -m vqvae_lib train-prior --vqvae runs/vqvae --kind transformer --out runs/prior-transformer
     python -m vqvae_lib sample --vqvae runs/vqvae --prior runs/prior -n 64 --out samples.png
+    python -m vqvae_lib sample --vqvae runs/vqvae --prior runs/prior --label 3 --guidance 1 --out threes.png
+
+On a labelled data set (mnist-5k) the prior is class-conditional and also learns a null class (each
+training label is replaced by it with probability label_dropout, 0.1 by default): ``sample`` without
+``--label`` draws from that unconditional model, with ``--label`` from the class, and ``--guidance W``
+sharpens the class by classifier-free guidance (0, the default, is plain conditional sampling).
 
 Data-parallel on several processes (NCCL on GPUs, gloo on CPUs; ``--batch-size`` is the global batch):
 
@@ -35,8 +41,12 @@ OTHER_RANKS_WAIT_S = 10.0
 
 
 def sample(vqvae_dir, prior_dir, n: int, out, temperature: float = 1.0, label: int | None = None,
-           seed: int = DEFAULT_SEED, device=None) -> Path:
-    """Draw n code grids from the prior (any kind), decode them, save a PNG grid."""
+           seed: int = DEFAULT_SEED, device=None, guidance: float = 0.0) -> Path:
+    """Draw n code grids from the prior (any kind), decode them, save a PNG grid.
+
+    label None: the prior's unconditional model (a class-conditional prior's null class). guidance: the
+    classifier-free guidance weight w >= 0, only with a label.
+    """
     import matplotlib
     matplotlib.use("Agg")
     from .device import resolve_device
@@ -45,6 +55,8 @@ def sample(vqvae_dir, prior_dir, n: int, out, temperature: float = 1.0, label: i
 
     if n < 1:
         raise ValueError(f"-n must be at least 1, got {n}")
+    if guidance and label is None:  # before any loading: the prior would refuse it only after
+        raise ValueError("--guidance needs --label: it steers the samples towards that class")
     device = resolve_device(device)
     vqvae = VQVAE.from_pretrained(vqvae_dir, map_location=device).eval()
     prior = load_prior(prior_dir, map_location=device).eval()
@@ -53,8 +65,9 @@ def sample(vqvae_dir, prior_dir, n: int, out, temperature: float = 1.0, label: i
     h, w = read_metrics(prior_dir)["grid_shape"]
     labels = torch.full((n,), label, dtype=torch.long) if label is not None else None
     grids = prior.sample(n, (h, w), labels=labels, temperature=temperature,
-                         generator=torch.Generator().manual_seed(seed))
-    ax = show_images(vqvae.decode_indices(grids.to(device)), f"{n} samples (T={temperature})")
+                         generator=torch.Generator().manual_seed(seed), guidance=guidance)
+    what = "no label" if label is None else f"label {label}" + (f", guidance w={guidance:g}" if guidance else "")
+    ax = show_images(vqvae.decode_indices(grids.to(device)), f"{n} samples (T={temperature}, {what})")
     ax.figure.savefig(out, dpi=120, bbox_inches="tight")
     return Path(out)
 
@@ -106,7 +119,10 @@ def parser() -> argparse.ArgumentParser:
                            help="folder of a prior trained on its codes (any --kind of train-prior)")
             s.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
             s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature > 0 (default 1)")
-            s.add_argument("--label", type=int, default=None, help="class to condition on (default: none)")
+            s.add_argument("--label", type=int, default=None,
+                           help="class to condition on (default: none, the prior's unconditional model)")
+            s.add_argument("--guidance", type=float, default=0.0,
+                           help="classifier-free guidance weight w >= 0, with --label (default 0: none)")
     return root
 
 
@@ -137,4 +153,4 @@ def run(a: argparse.Namespace, device):
                            kind=a.kind)
     if distributed.launched_by_torchrun():
         raise ValueError("sample runs in one process: use python -m vqvae_lib sample, not torchrun")
-    return str(sample(a.vqvae, a.prior, a.n, a.out, a.temperature, a.label, a.seed, device))
+    return str(sample(a.vqvae, a.prior, a.n, a.out, a.temperature, a.label, a.seed, device, a.guidance))

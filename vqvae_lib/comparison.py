@@ -2,12 +2,17 @@
 
 Every quantizer gets the same encoder and decoder (the preset's; only the 1x1 projections' widths follow the
 quantizer's channels), the same number of codes, steps, seed and batches, and a PixelCNN prior of the same
-size fitted to its codes. :func:`compare_quantizer` returns one row of the chapter's table.
+size fitted to its codes. :func:`compare_quantizer` returns one row of the chapter's table. Beside the prior's bits
+per code it reports the unigram's (each code at its training frequency, no context): a short-trained prior that
+has learnt little more than the frequencies scores close to it.
 """
 from __future__ import annotations
 
+import math
+
 from torch.utils.data import TensorDataset
 
+from .bound import unigram_nats_per_image
 from .device import resolve_device
 from .metrics import encode_dataset, evaluate_vqvae
 from .recipes import build_prior, build_vqvae, matched_preset, train_settings
@@ -18,7 +23,8 @@ def compare_quantizer(name: str, preset: dict, train_set, test_set, seed: int, d
                       progress: bool = True) -> dict:
     """Train the VQ-VAE with quantizer ``name`` and a prior on its codes; their test figures and step time.
 
-    Returns {"nmse", "perplexity", "codes_used", "num_codes", "prior_bits_per_code", "ms_per_step", "model"}.
+    Returns {"nmse", "perplexity", "codes_used", "num_codes", "prior_bits_per_code", "unigram_bits_per_code",
+    "ms_per_step", "model"}.
     """
     p, device = matched_preset(preset, name), resolve_device(device)
     budget = preset["quantizer_comparison"]
@@ -33,6 +39,10 @@ def compare_quantizer(name: str, preset: dict, train_set, test_set, seed: int, d
     train(prior, codes["train"], **train_settings(p, "prior", budget["prior_steps"]), seed=seed, device=device,
           cache=cache, progress=progress)
     bits = evaluate(prior, codes["test"], device=device)["bits_per_code"]
+    grids = {split: data.tensors[0].cpu() for split, data in codes.items()}
+    unigram = unigram_nats_per_image(grids["train"], grids["test"], model.quantizer.num_codes)
+    unigram_bits = float(unigram.mean()) / (grids["test"][0].numel() * math.log(2))
     return {"nmse": figures["nmse"], "perplexity": figures["perplexity"], "codes_used": figures["codes_used"],
-            "num_codes": model.quantizer.num_codes, "prior_bits_per_code": bits, "ms_per_step": step_ms,
+            "num_codes": model.quantizer.num_codes, "prior_bits_per_code": bits,
+            "unigram_bits_per_code": unigram_bits, "ms_per_step": step_ms,
             "model": model.eval()}

@@ -107,9 +107,15 @@ def discretized_logistic_nll(x: torch.Tensor, mean: torch.Tensor, log_scale: tor
     Bin k covers [k - 1/2, k + 1/2] / (num_levels - 1); bin 0 takes the whole lower tail and the last bin
     the whole upper tail, so the num_levels probabilities of a pixel sum to 1.
     """
+    return discretized_logistic_pixel_nll(x, mean, log_scale, num_levels).flatten(1).sum(1)
+
+
+def discretized_logistic_pixel_nll(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                                   num_levels: int = NUM_LEVELS) -> torch.Tensor:
+    """-log P(level of each pixel) in nats, unsummed: x's shape (the cost map behind
+    :func:`discretized_logistic_nll`; same arguments)."""
     x, mean, log_scale = _float(x, mean, log_scale)
-    k = _levels(x, num_levels)
-    return -_log_bin_prob(k, mean, log_scale, num_levels).flatten(1).sum(1)
+    return -_log_bin_prob(_levels(x, num_levels), mean, log_scale, num_levels)
 
 
 def discretized_logistic_probs(mean: torch.Tensor, log_scale: torch.Tensor,

@@ -5,12 +5,19 @@ from the rest, the mask ratio drawn from a cosine schedule, and samples by *para
 from an all-[MASK] grid and, over a few rounds, commit the most confident predictions, the number left
 masked after each round following the same cosine schedule.
 
-Its training loss (cross-entropy on the masked positions) is NOT a likelihood bound and is not comparable
-with the autoregressive priors' bits per code; it is reported as ``masked_nll``. What is comparable:
-the same network used to decode one code at a time in a fixed order is an autoregressive model, so
-:meth:`MaskedPrior.ordered_bits_per_code` is an exact -log p(z) per code (in raster order by default).
-It is the likelihood of that one-code-per-step decoder, not of the few-round parallel sampler, whose
-distribution has no tractable likelihood.
+Its training loss, the mean cross-entropy on the masked positions under cosine-schedule masks
+(``masked_nll``), is not itself comparable with the autoregressive priors' bits per code. Two figures are:
+
+- :meth:`MaskedPrior.ordered_bits_per_code`: the network decoding one code per step in one fixed order
+  (raster by default) is an autoregressive model, and this is its exact -log2 p(z) per code (T passes).
+- :meth:`MaskedPrior.random_order_bits_per_code`: the order-agnostic bound (Uria et al. 2014; Hoogeboom
+  et al. 2022), E_sigma[-log p_sigma(z)] over uniformly random decoding orders sigma, an upper bound on
+  -log E_sigma p_sigma(z) by Jensen. With m ~ U{1..T} codes masked uniformly at random and the
+  cross-entropies of the masked codes summed and weighted by T / m, the same terms MaskGIT trains on are an
+  unbiased one-pass estimate of it; MaskGIT's cosine schedule weights them differently.
+
+Both are likelihoods of one-code-per-step decoders built from the network, not of the few-round parallel
+sampler, whose distribution has no tractable likelihood.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import PretrainedMixin, register_to_config
-from .prior import GridPrior, draw
+from .prior import DEFAULT_LABEL_DROPOUT, GridPrior, draw
 from .transformer import build_grid_transformer
 
 MASKGIT_CHOICE_TEMPERATURE = 4.5  # MaskGIT's scale of the Gumbel noise on the confidences, annealed to 0
@@ -63,6 +70,19 @@ def random_mask(batch: int, height: int, width: int, generator: torch.Generator 
     return (ranks < num_masked[:, None]).view(batch, height, width).to(device)
 
 
+def uniform_count_mask(batch: int, height: int, width: int, generator: torch.Generator | None = None,
+                       device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The order-agnostic bound's masks: m ~ U{1, ..., T} per example, then m of the T positions uniformly.
+
+    Returns (mask (batch, height, width) bool, True where hidden; m (batch,) long). A uniformly random order
+    sigma and a uniform step t leave exactly such a set hidden: the codes at sigma(t), ..., sigma(T).
+    """
+    total = height * width
+    num_masked = torch.randint(1, total + 1, (batch,), generator=generator)
+    ranks = torch.rand(batch, total, generator=generator).argsort(dim=1).argsort(dim=1)
+    return (ranks < num_masked[:, None]).view(batch, height, width).to(device), num_masked.to(device)
+
+
 def gumbel(shape, generator: torch.Generator | None) -> torch.Tensor:
     """Standard Gumbel noise of ``shape``, drawn on the CPU."""
     u = torch.rand(shape, generator=generator, dtype=torch.float64)
@@ -75,17 +95,20 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
     forward(indices: (B, H, W) long in [0, num_codes], num_codes = [MASK]; labels (B,) | None)
       -> logits (B, K, H, W) over the K real codes, every position seeing every other.
     training_step: cross-entropy on the masked positions (``masked_nll``, nats per masked code; not a
-      likelihood). sample(n, (h, w), labels, temperature, generator, steps=8) -> (n, h, w) long.
+      likelihood). sample(n, (h, w), labels, temperature, generator, steps=8, guidance=0.0) -> (n, h, w) long.
+    A label of -1 (or labels None) is the null class, trained with probability label_dropout in place of
+    the label (classifier-free guidance, :mod:`vqvae_lib.prior`).
     """
 
     @register_to_config
     def __init__(self, num_codes: int, max_height: int = 7, max_width: int = 7, embed_dim: int = 64,
-                 num_layers: int = 4, num_heads: int = 4, num_classes: int | None = None, dropout: float = 0.0):
+                 num_layers: int = 4, num_heads: int = 4, num_classes: int | None = None, dropout: float = 0.0,
+                 label_dropout: float = DEFAULT_LABEL_DROPOUT):
         super().__init__()
         self.num_codes, self.num_classes = num_codes, num_classes
         self.mask_id = num_codes
         build_grid_transformer(self, num_codes + 1, max_height, max_width, embed_dim, num_layers, num_heads,  # +[MASK]
-                               num_classes, dropout, causal=False)
+                               num_classes, dropout, causal=False, label_dropout=label_dropout)
 
     def input_range(self) -> int:
         return self.num_codes + 1  # the codes and [MASK]
@@ -112,7 +135,8 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
                    labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy (nats) of the codes at the masked positions, given the others.
 
-        indices: (B, H, W) codes; mask: (B, H, W) bool, True where hidden. Not a likelihood bound.
+        indices: (B, H, W) codes; mask: (B, H, W) bool, True where hidden. Averaged over masked codes, as
+        MaskGIT trains; :meth:`random_order_bits_per_code` weights the same terms into a likelihood bound.
         """
         self.check_codes(indices, labels)
         logits = self(indices.masked_fill(mask, self.mask_id), labels)
@@ -124,13 +148,16 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
         Training (``train()``) draws the masks from torch's global RNG, which :func:`vqvae_lib.train.train`
         seeds around its loop (as for the VAE's noise), so a run is reproducible. In eval mode
         (:func:`vqvae_lib.train.evaluate`) the masks come from a generator seeded with EVAL_MASK_SEED on
-        every call: a test loss is repeatable and the global RNG is not touched.
-        The loss is NOT a likelihood bound: compare priors with :meth:`ordered_bits_per_code`.
+        every call: a test loss is repeatable and the global RNG is not touched. Training also drops each
+        label to the null class with probability label_dropout (:meth:`GridPrior.training_labels`, drawn
+        after the masks); eval mode keeps every label.
+        The loss is not comparable with bits per code: compare priors with :meth:`ordered_bits_per_code`
+        or :meth:`random_order_bits_per_code`.
         """
-        indices, labels = batch[0], batch[1] if self.num_classes else None
+        indices = batch[0]
         generator = None if self.training else torch.Generator().manual_seed(EVAL_MASK_SEED)
         mask = random_mask(*indices.shape, generator=generator, device=indices.device)
-        loss = self.masked_nll(indices, mask, labels)
+        loss = self.masked_nll(indices, mask, self.training_labels(batch))
         return {"loss": loss, "masked_nll": loss}
 
     def batched_logits(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -169,11 +196,54 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
         return self.ordered_nll(indices, labels, order).mean() / (indices[0].numel() * math.log(2))
 
     @torch.no_grad()
+    def masked_nats(self, indices: torch.Tensor, mask: torch.Tensor,
+                    labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Per grid (B,) float64: the summed -log p(z_i | visible codes) over the masked positions i.
+
+        indices: (B, H, W) codes; mask: (B, H, W) bool, True where hidden. One pass (PASS_BATCH at a time).
+        """
+        self.check_codes(indices, labels)
+        logits = self.batched_logits(indices.masked_fill(mask, self.mask_id), labels)  # (B, K, H, W)
+        nats = -F.log_softmax(logits.double(), dim=1).gather(1, indices[:, None]).squeeze(1)  # (B, H, W)
+        return (nats * mask).flatten(1).sum(1)
+
+    def random_order_bits_per_code(self, indices: torch.Tensor, labels: torch.Tensor | None = None,
+                                   samples: int = 1, generator: torch.Generator | None = None) -> dict:
+        """The order-agnostic bound in bits per code, by Monte Carlo: {"bits_per_code", "std_error"}.
+
+        Estimates E_sigma[-log2 p_sigma(z)] / T averaged over the grids ``indices: (B, H, W)``, sigma a
+        uniformly random decoding order: per grid and draw, m ~ U{1..T} codes are masked uniformly at
+        random and T / m times the masked codes' summed -log p (:meth:`masked_nats`) is an unbiased
+        estimate of the grid's E_sigma[-log p_sigma(z)]. ``samples`` draws per grid, one pass each;
+        std_error is the standard error of the mean over the B * samples estimates. generator: the CPU
+        generator of the masks (None: one seeded with EVAL_MASK_SEED, so the figure is repeatable).
+        """
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise ValueError(f"samples must be a positive whole number of draws per grid, got {samples!r}")
+        self.check_codes(indices, labels)
+        generator = generator or torch.Generator().manual_seed(EVAL_MASK_SEED)
+        B, height, width = indices.shape
+        total = height * width
+        estimates = []
+        for _ in range(samples):
+            mask, num_masked = uniform_count_mask(B, height, width, generator, indices.device)
+            estimates.append(self.masked_nats(indices, mask, labels) * total / num_masked)
+        bits = torch.cat(estimates).cpu() / (total * math.log(2))  # (samples * B,) per code
+        std_error = float(bits.std() / math.sqrt(len(bits))) if len(bits) > 1 else math.nan
+        return {"bits_per_code": float(bits.mean()), "std_error": std_error}
+
+    @torch.no_grad()
     def sample(self, n: int, shape: tuple[int, int], labels: torch.Tensor | None = None,
                temperature: float = 1.0, generator: torch.Generator | None = None, *, steps: int = 8,
                choice_temperature: float = MASKGIT_CHOICE_TEMPERATURE,
-               on_round: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+               on_round: Callable[[int, torch.Tensor], None] | None = None,
+               guidance: float = 0.0) -> torch.Tensor:
         """Draw n grids of shape (h, w) by parallel decoding in ``steps`` rounds: (n, h, w) long.
+
+        labels: a class or (n,) classes; None on a class-conditional prior decodes with its null class (the
+        unconditional model). guidance: w >= 0, with labels: every round predicts from the logits
+        (1 + w) * logits(. | y) - w * logits(. | null), both from one pass over a doubled batch, and draws
+        and scores its candidates under them; w = 0 is plain conditional decoding (the same codes).
 
         Each round predicts every masked position, draws a candidate code for each (softmax at
         ``temperature``, with ``generator``), scores it by its log-probability plus Gumbel noise scaled by
@@ -186,7 +256,7 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
         if choice_temperature < 0:
             raise ValueError(f"choice_temperature must be >= 0, got {choice_temperature}")
         device = next(self.parameters()).device
-        height, width, labels = self.check_sample_args(n, shape, labels, temperature, device)
+        height, width, labels = self.check_sample_args(n, shape, labels, temperature, device, guidance)
         was_training = self.training
         self.eval()
         try:
@@ -194,7 +264,7 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
             for s in range(steps):
                 noise = choice_temperature * (1 - (s + 1) / steps)
                 grid = self.decode_round(grid, labels, mask_schedule(s + 1, steps, height * width),
-                                         temperature, noise, generator)
+                                         temperature, noise, generator, guidance)
                 if on_round is not None:
                     on_round(s, grid.clone())
             return grid
@@ -202,13 +272,15 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
             self.train(was_training)
 
     def decode_round(self, grid: torch.Tensor, labels, keep_masked: int, temperature: float, noise: float,
-                     generator) -> torch.Tensor:
+                     generator, guidance: float = 0.0) -> torch.Tensor:
         """One round of parallel decoding: grid (n, h, w) with [MASK]s -> the grid with all but
-        ``keep_masked`` positions per grid filled; the committed codes are left as they are."""
+        ``keep_masked`` positions per grid filled; the committed codes are left as they are. guidance > 0:
+        the guided logits of a doubled batch (the grid under its labels, then under the null class)."""
         n = grid.shape[0]
         flat = grid.flatten(1)
         masked = flat == self.mask_id                                              # (n, T)
-        logits = self.batched_logits(grid, labels).flatten(2).transpose(1, 2)[masked]  # (masked, K)
+        logits = self.guided(self.batched_logits(*self.with_null(grid, labels, guidance)), guidance)
+        logits = logits.flatten(2).transpose(1, 2)[masked]                         # (masked, K)
         candidates = draw(logits, temperature, generator)                          # (masked,)
         log_p = F.log_softmax(logits.double() / temperature, dim=1).gather(1, candidates[:, None]).squeeze(1)
         confidence = torch.full(masked.shape, math.inf, dtype=torch.float64, device=grid.device)

@@ -9,6 +9,10 @@ the blind spot of a plain stack of masked 3x3 convolutions.
 Sampling is cached by default (in the spirit of Fast PixelCNN++, Ramachandran et al. 2017): the
 vertical stack of a row is computed once when the row is complete, and each new position computes
 only its own horizontal stack, from small caches, instead of a full pass over the grid.
+
+A class-conditional prior's class embedding has one more row, the null class (row 0), trained with
+probability ``label_dropout`` in place of the label; ``labels=None`` samples from it, and
+``sample(..., guidance=w)`` applies classifier-free guidance (:mod:`vqvae_lib.prior`).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import PretrainedMixin, register_to_config
-from .prior import AutoregressivePrior, draw
+from .prior import DEFAULT_LABEL_DROPOUT, AutoregressivePrior, check_label_dropout, class_rows, draw
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -71,6 +75,7 @@ class GatedLayer(nn.Module):
     v: (B, C, H, W), the vertical stack: at row i it has seen rows <= i (any column within reach).
     h: (B, C, H, W), the horizontal stack: at (i, j) it has seen (i, <j) (first layer) or (i, <=j),
        plus the vertical stack shifted down one row, i.e. rows < i.
+    class_embed: (num_classes + 1) rows of 2C, row 0 the null class (:func:`~vqvae_lib.prior.class_rows`).
     """
 
     def __init__(self, channels: int, kernel_size: int, first: bool, num_classes: int | None):
@@ -87,7 +92,7 @@ class GatedLayer(nn.Module):
             mask[0, -1] = 0
             self.register_buffer("h_mask", mask)
         self.h_out = nn.Conv2d(channels, channels, 1)
-        self.class_embed = nn.Embedding(num_classes, 2 * channels) if num_classes else None
+        self.class_embed = nn.Embedding(num_classes + 1, 2 * channels) if num_classes else None  # +null
 
     def forward(self, v, h, labels=None):
         k = self.k
@@ -96,8 +101,8 @@ class GatedLayer(nn.Module):
         v_shift = F.pad(v_pre, (0, 0, 1, 0))[:, :, :-1]
         w = self.h_conv.weight * self.h_mask if self.first else self.h_conv.weight
         h_pre = F.conv2d(F.pad(h, (k // 2, 0, 0, 0)), w, self.h_conv.bias) + self.v_to_h(v_shift)
-        if self.class_embed is not None and labels is not None:
-            c = self.class_embed(labels)[:, :, None, None]
+        if self.class_embed is not None:  # labels None (or -1): the null class's row
+            c = self.class_embed(class_rows(labels, v.shape[0], v.device))[:, :, None, None]
             v_pre, h_pre = v_pre + c, h_pre + c
         h_new = self.h_out(gate(h_pre))
         return gate(v_pre), h_new if self.first else h + h_new
@@ -149,16 +154,20 @@ class GatedPixelCNN(nn.Module, AutoregressivePrior, PretrainedMixin):
     """Gated PixelCNN prior over code grids (input checks, ``nll``, ``bits_per_code`` and ``training_step``
     from :class:`~vqvae_lib.prior.AutoregressivePrior`).
 
-    forward(indices: (B, H, W) long, labels: (B,) long | None) -> logits (B, K, H, W).
-    sample(n, shape=(h, w)) -> (n, h, w) long, drawn code by code in raster order.
+    forward(indices: (B, H, W) long, labels: (B,) long | None) -> logits (B, K, H, W); a label of -1 (or
+      labels None) is the null class. sample(n, shape=(h, w), labels, guidance=w) -> (n, h, w) long, drawn
+      code by code in raster order. label_dropout: the probability that a training example's label is
+      replaced by the null class (class-conditional priors only).
     """
 
     @register_to_config
     def __init__(self, num_codes: int, hidden_channels: int = 64, num_layers: int = 8,
-                 num_classes: int | None = None, kernel_size: int = 3):
+                 num_classes: int | None = None, kernel_size: int = 3,
+                 label_dropout: float = DEFAULT_LABEL_DROPOUT):
         super().__init__()
         if kernel_size % 2 == 0 or kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
+        self.label_dropout = check_label_dropout(label_dropout)
         self.num_codes, self.num_classes = num_codes, num_classes
         self.embed = nn.Embedding(num_codes, hidden_channels)
         self.layers = nn.ModuleList(GatedLayer(hidden_channels, kernel_size, i == 0, num_classes)
@@ -177,33 +186,43 @@ class GatedPixelCNN(nn.Module, AutoregressivePrior, PretrainedMixin):
     @torch.no_grad()
     def sample(self, n: int, shape: tuple[int, int], labels: torch.Tensor | None = None,
                temperature: float = 1.0, generator: torch.Generator | None = None,
-               cache: bool = True) -> torch.Tensor:
+               cache: bool = True, *, guidance: float = 0.0) -> torch.Tensor:
         """Draw n grids of the given (h, w) in raster order. Returns (n, h, w) long.
 
+        labels: a class or (n,) classes; None on a class-conditional prior samples the null class (the
+        unconditional model). guidance: w >= 0, with labels; each code is drawn from softmax(((1 + w) *
+        logits(. | y) - w * logits(. | null)) / temperature), both logits from one pass over a doubled
+        batch; w = 0 is plain conditional sampling (one pass, the same codes as without guidance).
         cache=True computes per position only what that position changes (a row's vertical stack
         once, then one position's horizontal stack per layer); cache=False runs the whole network on
         the whole grid once per position. Both draw the same codes for the same generator.
         """
         device = next(self.parameters()).device
-        h, w, labels = self.check_sample_args(n, shape, labels, temperature, device)
+        h, w, labels = self.check_sample_args(n, shape, labels, temperature, device, guidance)
         was_training = self.training
         self.eval()
         try:
             if cache:
-                return self._raster_cached(n, (h, w), labels,
-                                           lambda logits, i, j: draw(logits, temperature, generator))
-            return self._sample_naive(n, (h, w), labels, temperature, generator)
+                rows = self.null_doubled(labels, guidance)  # (n,), or guided (2n,)
+
+                def choose(logits, i, j):  # logits (len(rows), K) -> a code for every row
+                    codes = draw(self.guided(logits, guidance), temperature, generator)
+                    return codes.repeat(2) if guidance else codes  # a grid and its null copy agree
+                return self._raster_cached(2 * n if guidance else n, (h, w), rows, choose)[:n]
+            return self._sample_naive(n, (h, w), labels, temperature, generator, guidance=guidance)
         finally:
             self.train(was_training)
 
-    def _sample_naive(self, n, shape, labels, temperature, generator, rows=None):
-        """The uncached path: a full forward pass per position. rows: stop after that many rows
-        (the benchmark times the first rows of a large grid; every step costs the same full pass)."""
+    def _sample_naive(self, n, shape, labels, temperature, generator, rows=None, guidance=0.0):
+        """The uncached path: a full forward pass per position (over the doubled batch when guided).
+        rows: stop after that many rows (the benchmark times the first rows of a large grid; every step
+        costs the same full pass)."""
         h, w = shape
         grid = torch.zeros(n, h, w, dtype=torch.long, device=self.embed.weight.device)
         for i in range(h if rows is None else min(rows, h)):
             for j in range(w):
-                grid[:, i, j] = draw(self(grid, labels)[:, :, i, j], temperature, generator)
+                logits = self(*self.with_null(grid, labels, guidance))[:, :, i, j]
+                grid[:, i, j] = draw(self.guided(logits, guidance), temperature, generator)
         return grid
 
     def _head_step(self, x):
@@ -221,8 +240,8 @@ class GatedPixelCNN(nn.Module, AutoregressivePrior, PretrainedMixin):
         h, w = shape
         p, C, L = self.layers[0].k // 2, self.embed.embedding_dim, len(self.layers)
         ref = self.embed.weight
-        cs = [layer.class_embed(labels) if layer.class_embed is not None and labels is not None else None
-              for layer in self.layers]
+        rows = class_rows(labels, n, ref.device)  # the null class's row where labels is None or -1
+        cs = [layer.class_embed(rows) if layer.class_embed is not None else None for layer in self.layers]
         weights = [layer.step_weights() for layer in self.layers]
         # each layer's vertical input, zero-padded as in forward (p rows above, p columns each side):
         # (n, C, p + h, p + w + p), row i at p + i

@@ -57,10 +57,10 @@ PRESETS = {
         "experiments": dict(remedy_steps=400, comparison_steps=600),
         # chapter 8: samples per prior for the Fréchet distances and for the naive-against-cached timing, and
         # the test grids of MaskGIT's exact raster-order likelihood (T passes per grid; the split has 500)
-        "prior_comparison": dict(samples=500, timing_samples=32, likelihood_grids=128),
+        "prior_comparison": dict(samples=500, timing_samples=32, likelihood_grids=128, random_order_draws=4),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=300, batch_size=64, lr=2e-3)},
         # chapter 9: every quantizer's VQ-VAE and the prior on its codes, per seed
-        "quantizer_comparison": dict(steps=250, prior_steps=50, seeds=[0]),
+        "quantizer_comparison": dict(steps=250, prior_steps=50, seeds=[0, 1, 2]),
     },
     "cpu": {
         "data": "mnist-5k",
@@ -74,9 +74,9 @@ PRESETS = {
                               "train": dict(steps=1500, batch_size=64, lr=1e-3, lr_decay=PRIOR_LR_DECAY)}},
         "vae": {"model": dict(latent_dim=16, hidden_channels=32), "train": dict(steps=1500, batch_size=64, lr=2e-3)},
         "experiments": dict(remedy_steps=1500, comparison_steps=1500),
-        "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500),
+        "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
-        "quantizer_comparison": dict(steps=1500, prior_steps=600, seeds=[0, 1]),
+        "quantizer_comparison": dict(steps=1500, prior_steps=600, seeds=[0, 1, 2]),
     },
     "gpu": {
         "data": "mnist-5k",
@@ -91,9 +91,9 @@ PRESETS = {
                               "train": dict(steps=10000, batch_size=128, lr=5e-4, lr_decay=PRIOR_LR_DECAY)}},
         "vae": {"model": dict(latent_dim=32, hidden_channels=64), "train": dict(steps=5000, batch_size=128, lr=1e-3)},
         "experiments": dict(remedy_steps=3000, comparison_steps=5000),
-        "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500),
+        "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
-        "quantizer_comparison": dict(steps=5000, prior_steps=3000, seeds=[0, 1]),
+        "quantizer_comparison": dict(steps=5000, prior_steps=3000, seeds=[0, 1, 2]),
     },
 }
 
@@ -103,7 +103,7 @@ PRESETS = {
 SMOKE_STEPS = 4
 SMOKE_SAMPLES = 16
 STEP_BUDGETS = ("steps", "remedy_steps", "comparison_steps", "prior_steps")
-SAMPLE_COUNTS = ("samples", "timing_samples", "likelihood_grids")
+SAMPLE_COUNTS = ("samples", "timing_samples", "likelihood_grids", "random_order_draws")
 
 
 def smoke(preset: dict) -> dict:

@@ -7,6 +7,8 @@ A builder takes the VQ-VAE's ``num_codes``, ``code_dim`` and ``beta`` and the ki
 """
 from __future__ import annotations
 
+import copy
+
 from .fsq import FSQ
 from .gumbel import GumbelQuantizer
 from .lfq import LFQ
@@ -21,7 +23,8 @@ QUANTIZERS = {
     "residual": lambda num_codes, code_dim, beta, **options: ResidualVQ(code_dim=code_dim, beta=beta, **options),
     # beta unused: the Gumbel quantizer has no commitment term (its KL is weighted by its own kl_weight)
     "gumbel": lambda num_codes, code_dim, beta, **options: GumbelQuantizer(num_codes, code_dim, **options),
-    # levels fix num_codes = prod(levels), code_dim = len(levels); no commitment, no draws: beta, seed unused
+    # levels fix num_codes = prod(levels), code_dim = len(levels); beta unused (FSQ's range loss has its own
+    # range_weight, see vqvae_lib/fsq.py), no draws: seed unused
     "fsq": lambda num_codes, code_dim, beta, seed=0, **options: FSQ(**options),
     # num_codes = 2 ** code_dim; nothing drawn: seed unused
     "lfq": lambda num_codes, code_dim, beta, seed=0, **options: LFQ(code_dim, beta=beta, **options),
@@ -62,5 +65,5 @@ def with_quantizer(model_settings: dict, name: str) -> dict:
     """A VQ-VAE's settings (``preset["vqvae"]["model"]``) with chapter 9's quantizer ``name`` instead."""
     if name not in MATCHED_BITS:
         raise ValueError(f"unknown quantizer {name!r}; known: {', '.join(MATCHED_BITS)}")
-    return {**model_settings, **MATCHED_BITS[name]}
+    return {**model_settings, **copy.deepcopy(MATCHED_BITS[name])}  # a caller may change the copy
 

@@ -9,6 +9,8 @@ Under ``torchrun`` the recipes train data-parallel (:mod:`vqvae_lib.distributed`
 
 A prior is one of :data:`PRIOR_KINDS` ("pixelcnn", the default, "transformer", "maskgit"); the preset's
 PixelCNN settings are ``preset["prior"]``'s "model" and "train", another kind's are ``preset["prior"][kind]``.
+Every prior's model settings include its ``label_dropout`` (the library's default unless the preset sets
+one), so a class-conditional prior also learns the null class that ``sample`` without labels draws from.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from .maskgit import MaskedPrior
 from .metrics import encode_dataset, evaluate_vqvae
 from .pixelcnn import GatedPixelCNN
 from .presets import get_preset
+from .prior import DEFAULT_LABEL_DROPOUT
 from .quantizers import with_quantizer
 from .seeding import seeded
 from .train import evaluate, train
@@ -54,10 +57,16 @@ def build_vqvae(preset: dict, train_set, seed: int = DEFAULT_SEED) -> VQVAE:
 
 
 def part_settings(preset: dict, part: str, kind: str = DEFAULT_PRIOR) -> dict:
-    """The preset's {"model": ..., "train": ...} for ``part`` ("vqvae", "prior", "vae"); for the prior, of ``kind``."""
+    """The preset's {"model": ..., "train": ...} for ``part`` ("vqvae", "prior", "vae"); for the prior, of ``kind``,
+    its model settings with ``label_dropout`` filled in (DEFAULT_LABEL_DROPOUT unless the preset sets it)."""
     if kind not in PRIOR_KINDS:
         raise ValueError(f"unknown prior kind {kind!r}; choose one of {sorted(PRIOR_KINDS)}")
-    return preset["prior"][kind] if part == "prior" and kind != DEFAULT_PRIOR else preset[part]
+    if part != "prior":
+        return preset[part]
+    settings = preset["prior"][kind] if kind != DEFAULT_PRIOR else preset["prior"]
+    # Recorded in the recipe too: a prior saved before the null class existed (trained on every label)
+    # does not match it, and is trained again instead of being loaded.
+    return {**settings, "model": {"label_dropout": DEFAULT_LABEL_DROPOUT, **settings["model"]}}
 
 
 def build_prior(preset: dict, num_codes: int, num_classes: int | None, seed: int = DEFAULT_SEED,

@@ -8,6 +8,9 @@ self-attention lets slot t see slots <= t, i.e. codes < t, so the output at t gi
 
 Sampling draws one code per step. With ``cache=True`` each attention layer keeps the keys and values of
 the slots so far (a KV cache), so a step runs the network on one new slot: O(T) work, not O(T^2).
+A class-conditional prior's start token of the null class (``labels=None``) is trained too, with
+probability ``label_dropout`` in place of the label, for ``sample(..., guidance=w)``
+(classifier-free guidance, :mod:`vqvae_lib.prior`).
 :class:`Block` takes ``causal=False`` for the bidirectional transformer of :mod:`vqvae_lib.maskgit`.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import PretrainedMixin, register_to_config
-from .prior import AutoregressivePrior, draw
+from .prior import DEFAULT_LABEL_DROPOUT, AutoregressivePrior, check_label_dropout, class_rows, draw
 
 INIT_STD = 0.02  # GPT-2's initialisation of every linear and embedding weight
 MLP_RATIO = 4    # the MLP's hidden width, in multiples of embed_dim (GPT-2's)
@@ -116,8 +119,9 @@ class GridPositions(nn.Module):
 class ConditionToken(nn.Module):
     """The extra first slot: a learned start token, or one embedding per class. labels (B,) | None -> (B, 1, D).
 
-    Row 0 is the start token without a class (also used by a conditional model given no labels);
-    class c is row c + 1.
+    Row 0 is the start token without a class: an unconditional model's only one, and a conditional model's
+    null class (labels None, or a label of -1), trained with probability label_dropout in place of the
+    label (:meth:`~vqvae_lib.prior.GridPrior.training_labels`); class c is row c + 1.
     """
 
     def __init__(self, num_classes: int | None, embed_dim: int):
@@ -125,9 +129,7 @@ class ConditionToken(nn.Module):
         self.embed = nn.Embedding((num_classes or 0) + 1, embed_dim)
 
     def forward(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
-        if labels is None:
-            labels = torch.full((batch,), -1, dtype=torch.long, device=self.embed.weight.device)
-        return self.embed(labels + 1)[:, None]
+        return self.embed(class_rows(labels, batch, self.embed.weight.device))[:, None]
 
 
 def init_weights(model: nn.Module, num_layers: int) -> None:
@@ -143,10 +145,12 @@ def init_weights(model: nn.Module, num_layers: int) -> None:
 
 def build_grid_transformer(model: nn.Module, num_tokens: int, max_height: int, max_width: int, embed_dim: int,
                            num_layers: int, num_heads: int, num_classes: int | None, dropout: float,
-                           causal: bool) -> None:
+                           causal: bool, label_dropout: float = DEFAULT_LABEL_DROPOUT) -> None:
     """Give ``model`` the layers of a transformer over a code grid, shared by :class:`TransformerPrior`
-    (causal) and the masked prior (bidirectional, one more token: [MASK]): a start/class token, token and
-    2-D position embeddings, ``num_layers`` blocks, a final norm and a head over ``model.num_codes``."""
+    (causal) and the masked prior (bidirectional, one more token: [MASK]): a start/class token (row 0 the
+    null class, trained with probability ``label_dropout``), token and 2-D position embeddings,
+    ``num_layers`` blocks, a final norm and a head over ``model.num_codes``."""
+    model.label_dropout = check_label_dropout(label_dropout)
     model.max_grid = (max_height, max_width)
     model.condition = ConditionToken(num_classes, embed_dim)
     model.code_embed = nn.Embedding(num_tokens, embed_dim)
@@ -162,17 +166,19 @@ class TransformerPrior(nn.Module, AutoregressivePrior, PretrainedMixin):
     """GPT-style prior over code grids of up to (max_height, max_width).
 
     forward(indices: (B, H, W) long, labels: (B,) long | None) -> logits (B, K, H, W), the logits at (i, j)
-    computed from the codes before (i, j) in raster order only.
-    sample(n, (h, w), labels, temperature, generator, cache=True) -> (n, h, w) long.
+    computed from the codes before (i, j) in raster order only; a label of -1 (or labels None) is the null class.
+    sample(n, (h, w), labels, temperature, generator, cache=True, guidance=0.0) -> (n, h, w) long.
+    label_dropout: the probability that a training example's label is replaced by the null class.
     """
 
     @register_to_config
     def __init__(self, num_codes: int, max_height: int = 7, max_width: int = 7, embed_dim: int = 64,
-                 num_layers: int = 4, num_heads: int = 4, num_classes: int | None = None, dropout: float = 0.0):
+                 num_layers: int = 4, num_heads: int = 4, num_classes: int | None = None, dropout: float = 0.0,
+                 label_dropout: float = DEFAULT_LABEL_DROPOUT):
         super().__init__()
         self.num_codes, self.num_classes = num_codes, num_classes
         build_grid_transformer(self, num_codes, max_height, max_width, embed_dim, num_layers, num_heads,
-                               num_classes, dropout, causal=True)
+                               num_classes, dropout, causal=True, label_dropout=label_dropout)
 
     def forward(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(indices, labels)
@@ -196,38 +202,44 @@ class TransformerPrior(nn.Module, AutoregressivePrior, PretrainedMixin):
     @torch.no_grad()
     def sample(self, n: int, shape: tuple[int, int], labels: torch.Tensor | None = None,
                temperature: float = 1.0, generator: torch.Generator | None = None,
-               cache: bool = True) -> torch.Tensor:
+               cache: bool = True, *, guidance: float = 0.0) -> torch.Tensor:
         """Draw n grids of shape (h, w), code by code in raster order: (n, h, w) long.
 
-        labels: a class or (n,) classes, for a class-conditional prior. generator: a CPU generator for the
-        draws (None: torch's global one). cache=True runs one new slot per step through the KV caches;
-        cache=False the whole grid per step. Both draw the same codes with the same generator (exactly
-        in float64; in float32 the logits agree to rounding).
+        labels: a class or (n,) classes, for a class-conditional prior; None samples its null class (the
+        unconditional model). guidance: w >= 0, with labels; each code is drawn from softmax(((1 + w) *
+        logits(. | y) - w * logits(. | null)) / temperature), both from one pass over a doubled batch;
+        w = 0 is plain conditional sampling (the same codes, one pass). generator: a CPU generator for the
+        draws (None: torch's global one). cache=True runs one new slot per step through the KV caches
+        (one cache row per batch row, so the doubled batch needs nothing else); cache=False the whole grid
+        per step. Both draw the same codes with the same generator (exactly in float64; in float32 the
+        logits agree to rounding).
         """
         device = next(self.parameters()).device
-        height, width, labels = self.check_sample_args(n, shape, labels, temperature, device)
+        height, width, labels = self.check_sample_args(n, shape, labels, temperature, device, guidance)
         was_training = self.training
         self.eval()
         try:
             sampler = self._sample_cached if cache else self._sample_naive
-            return sampler(n, height, width, labels, temperature, generator)
+            return sampler(n, height, width, labels, temperature, generator, guidance)
         finally:
             self.train(was_training)
 
-    def _sample_naive(self, n, height, width, labels, temperature, generator) -> torch.Tensor:
+    def _sample_naive(self, n, height, width, labels, temperature, generator, guidance=0.0) -> torch.Tensor:
         grid = torch.zeros(n, height, width, dtype=torch.long, device=next(self.parameters()).device)
         for t in range(height * width):
             i, j = divmod(t, width)
             # codes at and after t are still 0, and causality keeps them from affecting position t
-            grid[:, i, j] = draw(self(grid, labels)[:, :, i, j], temperature, generator)
+            logits = self(*self.with_null(grid, labels, guidance))[:, :, i, j]
+            grid[:, i, j] = draw(self.guided(logits, guidance), temperature, generator)
         return grid
 
-    def _sample_cached(self, n, height, width, labels, temperature, generator) -> torch.Tensor:
+    def _sample_cached(self, n, height, width, labels, temperature, generator, guidance=0.0) -> torch.Tensor:
         positions = self.positions(height, width)
         caches = [KVCache() for _ in self.blocks]
-        token = self.condition(labels, n)
+        token = self.condition(self.null_doubled(labels, guidance), 2 * n if guidance else n)
         codes = []
         for t in range(height * width):
-            codes.append(draw(self.step(token, positions[t], caches), temperature, generator))
-            token = self.code_embed(codes[-1])[:, None]
+            codes.append(draw(self.guided(self.step(token, positions[t], caches), guidance), temperature, generator))
+            # a guided grid and its null copy continue from the same code
+            token = self.code_embed(codes[-1].repeat(2) if guidance else codes[-1])[:, None]
         return torch.stack(codes, dim=1).view(n, height, width)
