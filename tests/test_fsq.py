@@ -19,7 +19,8 @@ LIBRARY = Path(__file__).resolve().parents[1] / "vqvae_lib"
 
 
 def paper_bound(z: float, levels: int, eps: float = 1e-3) -> float:
-    """The paper's bound (appendix A.1, with atanh for its pseudocode's tan, as its author confirmed), one value."""
+    """The paper's bound (appendix A.1, with atanh for its pseudocode's tan, as its author confirmed, and the
+    margin 1 + eps of vector-quantize-pytorch where the appendix has 1 - eps), one value."""
     half_l = (levels - 1) * (1 + eps) / 2
     offset = 0.5 if levels % 2 == 0 else 0.0
     return math.tanh(z + math.atanh(offset / half_l)) * half_l - offset

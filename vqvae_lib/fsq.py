@@ -20,8 +20,9 @@ from . import distributed
 from .checkpoint import register_to_config
 from .quantize import VQOutput, check_indices, check_z_e, perplexity_from_counts
 
-# The paper's margin (appendix A.1): the bound reaches slightly past the outer levels, so that they are
-# rounded to as often as the inner ones instead of only in tanh's limit.
+# A margin on the bound's half-range: the paper's appendix A.1 has (L - 1)(1 - eps) / 2; this library, like
+# vector-quantize-pytorch, (1 + eps). Either way the outer levels are reached at finite z, since rounding
+# switches at half-integers; the shift below makes bound(0) = 0 exactly.
 BOUND_EPS = 1e-3
 # With the margin, (L - 1) eps / 2 >= 1/2 would let the bound round to one level past either end.
 MAX_LEVEL = round(1 / BOUND_EPS)
@@ -66,7 +67,8 @@ class _RoundBound(torch.autograd.Function):
 class FSQ(nn.Module):
     """Finite scalar quantisation of ``z_e: (B, D, H, W)``, D = len(levels) (Mentzer et al. 2023, sec. 3).
 
-    Per channel with L = levels[d] (the paper's ``bound``, appendix A.1, its offset making even L work):
+    Per channel with L = levels[d] (the paper's ``bound``, appendix A.1, up to BOUND_EPS's sign; its offset
+    making even L work):
         half_l = (L - 1)(1 + eps) / 2,  offset = 1/2 if L is even else 0,  shift = atanh(offset / half_l)
         bound(z) = tanh(z + shift) half_l - offset
         code = round(bound(z)) / (L // 2)          # rounding straight-through; codes in [-1, 1]

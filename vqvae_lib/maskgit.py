@@ -214,9 +214,10 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
         Estimates E_sigma[-log2 p_sigma(z)] / T averaged over the grids ``indices: (B, H, W)``, sigma a
         uniformly random decoding order: per grid and draw, m ~ U{1..T} codes are masked uniformly at
         random and T / m times the masked codes' summed -log p (:meth:`masked_nats`) is an unbiased
-        estimate of the grid's E_sigma[-log p_sigma(z)]. ``samples`` draws per grid, one pass each;
-        std_error is the standard error of the mean over the B * samples estimates. generator: the CPU
-        generator of the masks (None: one seeded with EVAL_MASK_SEED, so the figure is repeatable).
+        estimate of the grid's E_sigma[-log p_sigma(z)]. ``samples`` draws per grid, one pass each, averaged
+        per grid first; std_error is the standard error of the mean over the B grids (the draws of one grid
+        share its variance, so they are not independent of each other). generator: the CPU generator of the
+        masks (None: one seeded with EVAL_MASK_SEED, so the figure is repeatable).
         """
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
             raise ValueError(f"samples must be a positive whole number of draws per grid, got {samples!r}")
@@ -228,8 +229,8 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
         for _ in range(samples):
             mask, num_masked = uniform_count_mask(B, height, width, generator, indices.device)
             estimates.append(self.masked_nats(indices, mask, labels) * total / num_masked)
-        bits = torch.cat(estimates).cpu() / (total * math.log(2))  # (samples * B,) per code
-        std_error = float(bits.std() / math.sqrt(len(bits))) if len(bits) > 1 else math.nan
+        bits = torch.stack(estimates).mean(0).cpu() / (total * math.log(2))  # (B,): per code, per grid
+        std_error = float(bits.std() / math.sqrt(B)) if B > 1 else math.nan
         return {"bits_per_code": float(bits.mean()), "std_error": std_error}
 
     @torch.no_grad()
