@@ -13,7 +13,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt -e .
 	touch $@
 
-setup: $(VENV)/.installed
+# npm's packages too: chapter 10 and its tests read the emoji images (emoji-datasource-google) from node_modules,
+# and they run before `make book`.
+setup: $(VENV)/.installed node_modules/.package-lock.json
 
 # Offline-complete book: MathJax, RequireJS and the ipywidgets HTML manager come from npm at the
 # versions pinned in package-lock.json and are served from the built book (_static/vendor/), not a CDN.
@@ -57,9 +59,9 @@ unit: setup
 
 # Two groups side by side: chapters 5-8, which load chapter 5's model from runs/, in book order on one, with
 # the machine's threads (the recipes record the thread count, and JupyterLab's test reuses these runs); the
-# others on the other, with one thread.
+# others (chapters 1-4, 9 and 10) on the other, with one thread.
 notebooks: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[1-49]_*.ipynb & rest=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[1-49]_*.ipynb notebooks/1[0-9]_*.ipynb & rest=$$!; \
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[5-8]_*.ipynb; \
 	status=$$?; wait $$rest && exit $$status
 

@@ -36,6 +36,7 @@ KEY_FIGURES = {
     "07": ("ch7_dead_test", "{:.0f}", "codes the VQ-VAE never uses on the test images"),
     "08": ("ch8_bound_best", "{:.3f}", "the VQ-VAE's bound with its best prior, bits per dimension"),
     "09": ("ch9_best_nmse", "{:.3f}", "lowest test NMSE of the quantisers compared"),
+    "10": ("ch10_vqgan_frechet", "{:.1f}", "the VQGAN's Fréchet distance to the test images (mean over seeds)"),
 }
 
 

@@ -150,3 +150,25 @@ def notebook_prose(path: Path, stored_outputs: bool = False) -> list[str]:
             texts += ["".join(o["data"]["text/markdown"]) for o in cell.get("outputs", [])
                       if "text/markdown" in o.get("data", {})]
     return texts
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def save_cifar10_stand_in(folder, n_train: int = 40, n_test: int = 20, seed: int = 0) -> str:
+    """A few random 32x32 colour images in uoft-cs/cifar10's schema ("img", "label" of its ten class names), train
+    and test splits, saved with save_to_disk: what ``$VQVAE_LOCAL_DATA="cifar10=<folder>"`` loads offline."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=CIFAR10_CLASSES)})
+
+    def split(n):
+        return datasets.Dataset.from_dict(
+            {"img": [Image.fromarray(rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(n)],
+             "label": [i % 10 for i in range(n)]}, features=features)
+
+    datasets.DatasetDict({"train": split(n_train), "test": split(n_test)}).save_to_disk(str(folder))
+    return str(folder)

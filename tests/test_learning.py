@@ -17,7 +17,8 @@ from vqvae_lib.presets import get_preset
 from vqvae_lib.recipes import build_prior, code_datasets, train_settings, train_vqvae
 
 REPORT = Path(__file__).resolve().parents[1] / "_build" / "reports" / "learning.json"
-SEEDS = range(5)
+# Three seeds each run (28 s of a core apiece); seeds 3 and 4 met the bar too when measured (README).
+SEEDS = range(3)
 # The ci preset's own bar, for every seed: a lucky initialisation must not be needed.
 MAX_NMSE, MIN_PERPLEXITY = 0.08, 30.0
 

@@ -53,9 +53,74 @@ def test_vqvae_bad_input(x, message):
         VQVAE(**SMALL)(x)
 
 
-def test_vqvae_decode_refuses_out_of_range_indices():
-    with pytest.raises(ValueError, match="indices"):
-        VQVAE(**SMALL).decode_indices(torch.full((1, 7, 7), 16))
+# A new user's mistakes, each refused with a ValueError that says what to pass instead (before: a RuntimeError
+# from inside a convolution or a reshape, a NaN loss, or 0-255 images taken silently as floats).
+WRONG_IMAGES = [
+    (torch.rand(0, 1, 28, 28), "batch is empty"),
+    (torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8), r"floats in \[0, 1\].*x.float\(\) / 255"),
+    (torch.randint(0, 2, (2, 1, 28, 28)), r"floats in \[0, 1\]"),
+    (torch.rand(2, 1, 28, 28, dtype=torch.float64), r"must be torch.float32.*got torch.float64.*x.to\(torch.float32\)"),
+    (torch.rand(2, 1, 28, 28).half(), "must be torch.float32"),
+    (torch.rand(1, 28, 28), r"\(B, C, H, W\).*x\[None\]"),
+]
+
+
+@pytest.mark.parametrize("x, message", WRONG_IMAGES)
+@pytest.mark.parametrize("method", ["__call__", "encode"])
+def test_vqvae_refuses_wrong_images_before_computing(x, message, method):
+    model = VQVAE(**SMALL)
+    calls = []
+    model.encoder.register_forward_pre_hook(lambda module, args: calls.append(1))
+    with pytest.raises(ValueError, match=message):
+        getattr(model, method)(x)
+    assert not calls  # refused before the encoder ran
+
+
+def test_grey_images_into_a_colour_vqvae_name_the_channels():
+    with pytest.raises(ValueError, match=r"expected 3 channel\(s\), the model's in_channels, got 1"):
+        VQVAE(in_channels=3, **SMALL)(torch.rand(2, 1, 32, 32))
+
+
+@pytest.mark.parametrize("indices, message", [
+    (torch.zeros(7, 7, dtype=torch.long), r"\(B, h, w\).*indices\[None\]"),
+    (torch.zeros(1, 1, 7, 7, dtype=torch.long), r"\(B, h, w\)"),
+    (torch.zeros(0, 7, 7, dtype=torch.long), "batch is empty"),
+    (torch.zeros(1, 7, 7), r"int64.*got torch.float32.*indices.long\(\)"),
+    (torch.zeros(1, 7, 7, dtype=torch.int32), r"int64.*indices.long\(\)"),
+])
+def test_vqvae_decode_refuses_wrong_code_grids(indices, message):
+    model = VQVAE(**SMALL)
+    calls = []
+    model.decoder.register_forward_pre_hook(lambda module, args: calls.append(1))
+    with pytest.raises(ValueError, match=message):
+        model.decode_indices(indices)
+    assert not calls
+
+
+@pytest.mark.parametrize("value", [16, -1])
+def test_vqvae_decode_refuses_out_of_range_indices(value):
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 16\)"):
+        VQVAE(**SMALL).decode_indices(torch.full((1, 7, 7), value))
+
+
+@pytest.mark.parametrize("x, message", [(x, m) for x, m in WRONG_IMAGES if x.dim() == 4])
+def test_vae_refuses_wrong_images(x, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(latent_dim=4, hidden_channels=4)(x)
+
+
+def test_priors_refuse_an_empty_batch_and_a_single_grid():
+    from vqvae_lib.maskgit import MaskedPrior
+    from vqvae_lib.transformer import TransformerPrior
+
+    priors = [GatedPixelCNN(num_codes=8, hidden_channels=8, num_layers=2),
+              TransformerPrior(num_codes=8, embed_dim=16, num_layers=1, num_heads=2),
+              MaskedPrior(num_codes=8, embed_dim=16, num_layers=1, num_heads=2)]
+    for prior in priors:
+        with pytest.raises(ValueError, match="batch is empty"):  # was a NaN loss
+            prior.training_step((torch.zeros(0, 7, 7, dtype=torch.long),))
+        with pytest.raises(ValueError, match=r"\(B, H, W\)"):  # MaskedPrior's was a TypeError
+            prior.training_step((torch.zeros(7, 7, dtype=torch.long),))
 
 
 def test_vqvae_bad_downsample():

@@ -154,3 +154,20 @@ def test_frechet_to_data_orders_real_reconstructed_and_noise(classifier, splits)
     same = frechet_to_data(classifier, test_set, test_set.images.float() / 255, device="cpu")  # a dataset, a tensor
     assert same == pytest.approx(0.0, abs=1e-6)
     assert 0 < floor < frechet_to_data(classifier, noise, test_set, device="cpu") / 10
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(0, 1, 28, 28), "empty"),
+    (torch.zeros(2, 1, 28, 28, dtype=torch.uint8), r"x.float\(\) / 255"),
+    (torch.zeros(2, 1, 28, 28, dtype=torch.float64), "torch.float32"),
+    (torch.zeros(2, 3, 28, 28), "channel"),
+])
+def test_the_classifier_refuses_bad_batches_early(bad, message):
+    with pytest.raises(ValueError, match=message):
+        DigitClassifier().features(bad)
+
+
+def test_the_classifier_takes_bfloat16_images_as_autocast_gives_them():
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert DigitClassifier().features(x.bfloat16()).shape == (2, 64)

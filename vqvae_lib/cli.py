@@ -5,6 +5,7 @@
     python -m vqvae_lib train-prior --vqvae runs/vqvae --kind transformer --out runs/prior-transformer
     python -m vqvae_lib sample --vqvae runs/vqvae --prior runs/prior -n 64 --out samples.png
     python -m vqvae_lib sample --vqvae runs/vqvae --prior runs/prior --label 3 --guidance 1 --out threes.png
+    python -m vqvae_lib fetch-emoji    # the emoji images without npm (Colab): ~/.cache/vqvae_lib/
 
 On a labelled data set (mnist-5k) the prior is class-conditional and also learns a null class (each
 training label is replaced by it with probability label_dropout, 0.1 by default): ``sample`` without
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .data import DatasetUnavailable
+from .data import DatasetUnavailable, fetch_emoji
 from .presets import PRESETS
 from .quantizers import MATCHED_BITS
 from .recipes import DEFAULT_PRIOR, DEFAULT_SEED, PRIOR_KINDS, load_prior, read_metrics, train_prior, train_vqvae
@@ -96,7 +97,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--out", required=True, help="output folder (train-*) or PNG file (sample)")
         if name == "train-vqvae":
             s.add_argument("--data", default="mnist-5k",
-                           help="mnist-5k (offline), anime-faces, cifar10, mnist, or a local folder")
+                           help="mnist-5k (offline), emoji (offline once installed: npm ci or fetch-emoji), "
+                                "anime-faces, cifar10, mnist, or a local folder")
             s.add_argument("--steps", type=positive_int, default=None, help="override the preset's step budget")
             s.add_argument("--batch-size", type=positive_int, default=None,
                            help="override the preset's batch size; the global batch under torchrun")
@@ -123,6 +125,13 @@ def parser() -> argparse.ArgumentParser:
                            help="class to condition on (default: none, the prior's unconditional model)")
             s.add_argument("--guidance", type=float, default=0.0,
                            help="classifier-free guidance weight w >= 0, with --label (default 0: none)")
+    # no --preset, --seed or --out: it trains nothing
+    text = ("download the emoji images (npm's emoji-datasource-google, checked against its pinned sha512) "
+            "for machines without npm, such as Colab; `npm ci` installs the same files")
+    s = sub.add_parser("fetch-emoji", help=text, description=text)
+    s.add_argument("--dest", default=None,
+                   help="folder to unpack into (default: ~/.cache/vqvae_lib/, where --data emoji looks; "
+                        "another folder: set VQVAE_EMOJI_DIR to it)")
     return root
 
 
@@ -131,7 +140,7 @@ def main(argv=None) -> int:
     try:
         rank_device = distributed.init_from_env()  # None unless launched by torchrun
         speaks = distributed.is_main()  # one line of output per run, not one per process
-        result = run(a, a.device or rank_device)
+        result = run(a, getattr(a, "device", None) or rank_device)  # fetch-emoji has no --device
     except USER_ERRORS as err:
         if not distributed.is_main():
             time.sleep(OTHER_RANKS_WAIT_S)
@@ -145,6 +154,8 @@ def main(argv=None) -> int:
 
 
 def run(a: argparse.Namespace, device):
+    if a.command == "fetch-emoji":
+        return str(fetch_emoji(a.dest))
     if a.command == "train-vqvae":
         return train_vqvae(a.data, a.preset, a.out, a.seed, a.steps, device, a.compile, a.resume,
                            batch_size=a.batch_size, quantizer=a.quantizer)

@@ -155,6 +155,7 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
         or :meth:`random_order_bits_per_code`.
         """
         indices = batch[0]
+        self.check_input(indices)  # before random_mask, which would fail on a wrong shape with a TypeError
         generator = None if self.training else torch.Generator().manual_seed(EVAL_MASK_SEED)
         mask = random_mask(*indices.shape, generator=generator, device=indices.device)
         loss = self.masked_nll(indices, mask, self.training_labels(batch))

@@ -41,6 +41,49 @@ PRIOR_LR_DECAY = 0.3
 #   0.248; MaskGIT seed 0: 0.62 against 0.65) and cost a third of the training time (9.0 against 12.9 s).
 CI_TRANSFORMER = dict(embed_dim=64, num_layers=2, num_heads=2)
 
+# Chapter 10's colour images: the VQ-VAE trained alone for shared_steps, then on for vqgan["steps"] as a VQ-VAE and
+# as a VQGAN (vqvae_lib.colour); two small classifiers on the images' labels, one for the VQGAN's perceptual term,
+# one (wider, another seed) for the Fréchet distance. ci's discriminator is 16 channels wide: at 64 (taming's) one
+# VQGAN step cost 20 VQ-VAE steps on a CPU core.
+COLOUR_CLASSIFIERS = {"perceptual": {"model": dict(channels=8, feature_dim=32),
+                                     "train": dict(steps=300, batch_size=64, lr=2e-3)},
+                      "evaluation": {"model": dict(channels=16, feature_dim=64),
+                                     "train": dict(steps=400, batch_size=64, lr=2e-3)}}
+CI_COLOUR = {
+    "data": "emoji", "image_size": 32, "seeds": [0, 1],
+    "vqvae": {"model": dict(num_codes=128, code_dim=16, hidden_channels=32, res_channels=16, num_res_layers=1,
+                            quantizer=dict(kmeans_init=True, restart_after=20)),
+              "train": dict(batch_size=64, lr=2e-3)},
+    "shared_steps": 600,
+    "vqgan": dict(steps=200, batch_size=64, lr=5e-4, disc_weight=0.8, perceptual_weight=1.0,
+                  discriminator=dict(channels=16, num_layers=2)),
+    "classifiers": COLOUR_CLASSIFIERS,
+    "prior": {"model": dict(CI_TRANSFORMER, max_height=8, max_width=8),
+              "train": dict(steps=300, batch_size=64, lr=3e-3, lr_decay=PRIOR_LR_DECAY)},
+    "samples": 64,
+}
+
+CPU_COLOUR = {**CI_COLOUR, "seeds": [0, 1, 2], "shared_steps": 2000, "vqgan": {**CI_COLOUR["vqgan"], "steps": 600},
+              "prior": {"model": dict(embed_dim=96, num_layers=6, num_heads=4, max_height=8, max_width=8),
+                        "train": dict(steps=1500, batch_size=64, lr=1e-3, lr_decay=PRIOR_LR_DECAY)}}
+# gpu: CIFAR-10 (the Hub) with Sonnet's example VQ-VAE (after the paper's, with 128 rather than 256 hidden channels:
+# K = 512, D = 64, EMA codebook, 8 x 8 codes; its notebook trains 10,000 steps at batch 32 and lr 3e-4) and
+# taming's 64-wide discriminator.
+GPU_COLOUR = {
+    "data": "cifar10", "image_size": 32, "seeds": [0, 1, 2],
+    "vqvae": {"model": dict(num_codes=512, code_dim=64, hidden_channels=128, res_channels=32, num_res_layers=2,
+                            quantizer=dict(ema=True)),
+              "train": dict(batch_size=128, lr=3e-4)},
+    "shared_steps": 20000,
+    "vqgan": dict(steps=5000, batch_size=128, lr=1e-4, disc_weight=0.8, perceptual_weight=1.0,
+                  discriminator=dict(channels=64, num_layers=2)),
+    "classifiers": {role: {"model": c["model"], "train": {**c["train"], "steps": 3000}}
+                    for role, c in COLOUR_CLASSIFIERS.items()},
+    "prior": {"model": dict(embed_dim=192, num_layers=9, num_heads=6, max_height=8, max_width=8),
+              "train": dict(steps=10000, batch_size=128, lr=5e-4, lr_decay=PRIOR_LR_DECAY)},
+    "samples": 64,
+}
+
 PRESETS = {
     "ci": {
         "data": "mnist-5k",
@@ -61,6 +104,7 @@ PRESETS = {
         "classifier": {"model": CLASSIFIER, "train": dict(steps=300, batch_size=64, lr=2e-3)},
         # chapter 9: every quantizer's VQ-VAE and the prior on its codes, per seed
         "quantizer_comparison": dict(steps=250, prior_steps=50, seeds=[0, 1, 2]),
+        "colour": CI_COLOUR,
     },
     "cpu": {
         "data": "mnist-5k",
@@ -77,6 +121,7 @@ PRESETS = {
         "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
         "quantizer_comparison": dict(steps=1500, prior_steps=600, seeds=[0, 1, 2]),
+        "colour": CPU_COLOUR,
     },
     "gpu": {
         "data": "mnist-5k",
@@ -94,6 +139,7 @@ PRESETS = {
         "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
         "quantizer_comparison": dict(steps=5000, prior_steps=3000, seeds=[0, 1, 2]),
+        "colour": GPU_COLOUR,
     },
 }
 
@@ -102,7 +148,7 @@ PRESETS = {
 # decay to happen, enough samples for a batch statistic (a Fréchet distance needs a covariance).
 SMOKE_STEPS = 4
 SMOKE_SAMPLES = 16
-STEP_BUDGETS = ("steps", "remedy_steps", "comparison_steps", "prior_steps")
+STEP_BUDGETS = ("steps", "remedy_steps", "comparison_steps", "prior_steps", "shared_steps")
 SAMPLE_COUNTS = ("samples", "timing_samples", "likelihood_grids", "random_order_draws")
 
 

@@ -111,6 +111,8 @@ class GridPrior:
         (the null class, per row), or None (the null class for every row of a class-conditional prior)."""
         if indices.dim() != 3 or indices.dtype != torch.long:
             raise ValueError(f"indices must be a (B, H, W) int64 grid, got {tuple(indices.shape)} {indices.dtype}")
+        if indices.shape[0] == 0:  # the mean loss over no grid would be a silent NaN
+            raise ValueError(f"the batch is empty (shape {tuple(indices.shape)}): pass at least one grid")
         check_indices(indices, self.input_range())
         self.check_grid(*indices.shape[1:])
         self.check_labels(labels, indices.shape[0], null=True)

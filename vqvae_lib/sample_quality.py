@@ -18,12 +18,14 @@ from torch.utils.data import Dataset, TensorDataset
 from .checkpoint import PretrainedMixin, register_to_config
 from .data import iter_batches
 from .device import resolve_device
+from .inputs import check_images
 from .presets import get_preset
 from .seeding import seeded
 from .train import train
 
 POOLED_SIZE = 7  # conv features pooled to 7 x 7 (a no-op for 28 x 28 digits) before the dense layer: any size works
 EVAL_BATCH = 256
+REDUCED_PRECISION = (torch.bfloat16, torch.float16)
 
 
 class DigitClassifier(nn.Module, PretrainedMixin):
@@ -48,12 +50,12 @@ class DigitClassifier(nn.Module, PretrainedMixin):
         self.head = nn.Linear(feature_dim, num_classes)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ValueError unless x is (B, in_channels, H, W), finite, in [0, 1] (the training data's range)."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected images (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            raise ValueError("images contain NaN or infinite values")
-        if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        """Raise ValueError unless x is a non-empty (B, in_channels, H, W) float batch, finite, in [0, 1] (the
+        training data's range). bfloat16 and float16 pass: a VQGAN's perceptual term feeds it decoded images
+        from under autocast."""
+        weights = next(self.parameters()).dtype
+        check_images(x, self.in_channels, x.dtype if x.dtype in REDUCED_PRECISION else weights)
+        if float(x.min()) < 0 or float(x.max()) > 1:
             raise ValueError(f"images must lie in [0, 1] as the classifier was trained on them (clamp decoded "
                              f"images as they are displayed), got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
 
@@ -61,6 +63,21 @@ class DigitClassifier(nn.Module, PretrainedMixin):
         """x: (B, C, H, W) in [0, 1] -> the penultimate layer (B, feature_dim), the Fréchet distance's space."""
         self.check_input(x)
         return self.dense(self.conv(x - 0.5))  # centred, as the VQ-VAE's encoder sees its input
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x: (B, C, H, W) in [0, 1] -> [(B, channels, H, W), (B, 2 * channels, H / 2, W / 2)]: the ReLU output
+        of each conv block, before its max-pool (where LPIPS taps VGG). The feature net of
+        :class:`vqvae_lib.vqgan.PerceptualLoss`."""
+        self.check_input(x.detach())
+        num_maps = sum(isinstance(layer, nn.ReLU) for layer in self.conv)
+        maps, h = [], x - 0.5
+        for layer in self.conv:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                maps.append(h)
+                if len(maps) == num_maps:  # the last block's pool and the rest are not needed
+                    break
+        return maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) in [0, 1] -> logits (B, num_classes)."""

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .checkpoint import PretrainedMixin, register_to_config
+from .inputs import check_images
 from .likelihood import discretized_logistic_mean, discretized_logistic_nll
 
 LOG_SCALE_INIT = math.log(0.1)  # the decoder's logistic scale before training: a tenth of the [0, 1] range
@@ -77,11 +78,17 @@ class VAE(nn.Module, PretrainedMixin):
             nn.Linear(latent_dim, 2 * h * s * s), nn.ReLU(), nn.Unflatten(1, (2 * h, s, s)),
             nn.ConvTranspose2d(2 * h, h, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(h, 2 * in_channels, 4, 2, 1))
 
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless x is a non-empty (B, in_channels, S, S) batch of finite floats of the
+        weights' dtype (see :func:`vqvae_lib.inputs.check_images`), S the image_size the model was built for."""
+        check_images(x, self.in_channels, next(self.parameters()).dtype)
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"expected images (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, C, S, S) -> mu, logvar: (B, latent_dim)."""
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"expected images (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        self.check_input(x)
         mu, logvar = self.to_stats(self.encoder(x)).float().chunk(2, dim=1)  # float: bf16 under autocast
         return mu, logvar
 

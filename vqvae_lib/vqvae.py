@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import PretrainedMixin, register_to_config
-from .quantize import VQOutput
+from .inputs import check_images
+from .quantize import VQOutput, check_indices
 from .quantizers import build_quantizer
 
 
@@ -89,16 +90,28 @@ class VQVAE(nn.Module, PretrainedMixin):
         self.decoder = decoder(code_dim, hidden_channels, res_channels, num_res_layers, n_down, in_channels)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ValueError for a wrong shape, channel count, spatial size or non-finite values."""
-        if x.dim() != 4:
-            raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
+        """Raise ValueError unless x is a non-empty (B, in_channels, H, W) batch of finite floats of the
+        weights' dtype (float32 by default; see :func:`vqvae_lib.inputs.check_images`), H and W divisible by
+        downsample."""
+        check_images(x, self.in_channels, self.parameter_dtype())
         if x.shape[2] % self.downsample or x.shape[3] % self.downsample:
             raise ValueError(f"height and width must be divisible by downsample={self.downsample}, "
                              f"got {x.shape[2]}x{x.shape[3]}")
-        if not torch.isfinite(x).all():
-            raise ValueError("input contains NaN or infinite values")
+
+    def check_code_grid(self, indices: torch.Tensor) -> None:
+        """Raise ValueError unless indices is a non-empty (B, h, w) int64 grid of codes in [0, num_codes)."""
+        if indices.dim() != 3:
+            hint = ": one grid? add the batch dimension with indices[None]" if indices.dim() == 2 else ""
+            raise ValueError(f"expected code indices (B, h, w), got shape {tuple(indices.shape)}{hint}")
+        if indices.shape[0] == 0:
+            raise ValueError(f"the batch is empty (shape {tuple(indices.shape)}): pass at least one grid")
+        if indices.dtype != torch.long:
+            raise ValueError(f"code indices must be int64 (integers), got {indices.dtype}: "
+                             f"convert them with indices.long()")
+        check_indices(indices, self.quantizer.num_codes)
+
+    def parameter_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
 
     def encode_continuous(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) -> z_e: (B, D, h, w)."""
@@ -122,7 +135,12 @@ class VQVAE(nn.Module, PretrainedMixin):
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        """indices: (B, h, w) long -> images (B, C, h * downsample, w * downsample)."""
+        """indices: (B, h, w) long in [0, num_codes) -> images (B, C, h * downsample, w * downsample).
+
+        A single (h, w) grid is refused rather than given a batch dimension: the result's shape would then
+        depend on the input's, so pass ``indices[None]`` and take ``[0]`` of the result.
+        """
+        self.check_code_grid(indices)
         return self.decode(self.quantizer.lookup(indices))
 
     def training_step(self, batch) -> dict:

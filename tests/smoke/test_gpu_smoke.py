@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import save_cifar10_stand_in
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,8 +27,11 @@ SHARES_CHAPTER_5 = ("05", "06", "07", "08")  # one worker runs these, in this or
 def scratch(tmp_path_factory):
     work = tmp_path_factory.mktemp("smoke") / "notebooks"
     shutil.copytree(ROOT / "notebooks", work, ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
+    # chapter 10's gpu data set, CIFAR-10, is a Hub download: a stand-in in its schema takes its place
+    cifar10 = save_cifar10_stand_in(work.parent / "cifar10")
     # one thread per kernel: two kernels on two cores, neither waiting on the other's threads
-    settings = dict(VQVAE_PRESET="gpu", VQVAE_SMOKE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    settings = dict(VQVAE_PRESET="gpu", VQVAE_SMOKE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
+                    VQVAE_LOCAL_DATA=f"cifar10={cifar10}")
     with pytest.MonkeyPatch.context() as env:  # the kernels inherit these; restored afterwards
         for key, value in settings.items():
             env.setenv(key, value)
