@@ -130,7 +130,9 @@ def lab(tmp_path_factory):
         shutil.copytree(RUNS_CACHE, root / "runs" / RUNS_CACHE.name,
                         ignore=shutil.ignore_patterns("checkpoint"))
     write_settings(home / "settings")
-    env = {**os.environ, "VQVAE_PRESET": "ci", "JUPYTER_CONFIG_DIR": str(home / "config"),
+    # one torch thread, as `make notebooks` trains chapter 5's model: the recipe records the thread count, so the
+    # kernel reuses those runs instead of training them again
+    env = {**os.environ, "VQVAE_PRESET": "ci", "OMP_NUM_THREADS": "1", "JUPYTER_CONFIG_DIR": str(home / "config"),
            "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "IPYTHONDIR": str(home / "ipython")}
     env.pop("MPLBACKEND", None)  # the kernel's own inline backend, as for a reader
