@@ -63,9 +63,9 @@ CI_COLOUR = {
     "samples": 64,
 }
 
-CPU_COLOUR = {**CI_COLOUR, "seeds": [0, 1, 2], "shared_steps": 2000, "vqgan": {**CI_COLOUR["vqgan"], "steps": 600},
-              "prior": {"model": dict(embed_dim=96, num_layers=6, num_heads=4, max_height=8, max_width=8),
-                        "train": dict(steps=1500, batch_size=64, lr=1e-3, lr_decay=PRIOR_LR_DECAY)}}
+# cpu keeps ci's prior: the cpu digits' transformer (96 wide, 6 blocks, 1,500 steps) reached 6.34 test bits per
+# code on these codes (uniform: 7), against 2.81 for ci's on ci's: 1,703 training grids are too few for it.
+CPU_COLOUR = {**CI_COLOUR, "seeds": [0, 1, 2], "shared_steps": 2000, "vqgan": {**CI_COLOUR["vqgan"], "steps": 600}}
 # gpu: CIFAR-10 (the Hub) with Sonnet's example VQ-VAE (after the paper's, with 128 rather than 256 hidden channels:
 # K = 512, D = 64, EMA codebook, 8 x 8 codes; its notebook trains 10,000 steps at batch 32 and lr 3e-4) and
 # taming's 64-wide discriminator.
