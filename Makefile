@@ -58,11 +58,11 @@ unit: setup
 	$(PY) -m pytest -q -n auto --dist load tests --ignore=tests/browser --ignore=tests/smoke
 
 # Two groups side by side, one thread each (one thread and two threads took 681 s on two cores, one and one
-# 385 s): chapters 5-9, in book order, since 6-8 load chapter 5's model from runs/ (JupyterLab's test
+# 385 s): chapters 5-10, in book order, since 6-8 load chapter 5's model from runs/ (JupyterLab's test
 # reuses it, its kernels also with one thread: the recipes record the thread count); the others beside them.
 notebooks: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[1-4]_*.ipynb notebooks/1[0-9]_*.ipynb & rest=$$!; \
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[5-9]_*.ipynb; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[1-4]_*.ipynb notebooks/1[1-9]_*.ipynb & rest=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[5-9]_*.ipynb notebooks/10_*.ipynb; \
 	status=$$?; wait $$rest && exit $$status
 
 # The Colab path in miniature: every chapter with the gpu preset's sizes and a few steps (VQVAE_SMOKE=1).

@@ -28,7 +28,7 @@ def worker(steps: int, batch_size: int) -> None:
     from vqvae_lib.data import load_images
     from vqvae_lib.presets import get_preset
     from vqvae_lib.recipes import build_vqvae
-    from vqvae_lib.train import train
+    from vqvae_lib.training.train import train
 
     device = distributed.init_from_env() or torch.device("cpu")
     data = load_images("mnist-5k", "train")

@@ -13,7 +13,10 @@ A second table puts the quantizers after VQ beside their equivalents, forward + 
 positions given as (B, D, H, W) maps, the VQ-VAE's layout, which both libraries accept: FSQ with levels
 FSQ_LEVELS (1000 codes, the paper's choice for about 2^10) and LFQ with 2^LFQ_DIM = 1024 codes against
 vector_quantize_pytorch's FSQ and LFQ (entropy penalty and commitment on, as ours), and VectorQuantizer's
-rotation trick against its plain straight-through (the rotation's overhead).
+rotation trick against its plain straight-through (the rotation's overhead). Then chapter 11's: the cosine
+lookup in COSINE_DIM of D channels (EMA, as the peer's default), SimVQ and BSQ (2^LFQ_DIM codes) against
+vector_quantize_pytorch's VectorQuantize(use_cosine_sim=True, codebook_dim=...), SimVQ and LFQ(spherical=True);
+and IBQ against plain VectorQuantizer at K = 512 and 4,096, since IBQ's softmax touches every code.
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ import time
 import torch
 
 from vqvae_lib import VQVAE, VectorQuantizer, get_preset
-from vqvae_lib.quantize import nearest_code
+from vqvae_lib.quantizers.vq import nearest_code
 
 N, D, K = 8192, 64, 512
 FSQ_LEVELS, LFQ_DIM = [8, 5, 5, 5], 10
+COSINE_DIM = 8
+IBQ_SIZES = (512, 4096)
 SIDE = 8  # N positions as (N / SIDE^2, channels, SIDE, SIDE) maps
 
 
@@ -42,9 +47,19 @@ def median_ms(fn, repeats: int, warmup: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
-def ours(ema: bool, rotation_trick: bool = False):
-    vq = VectorQuantizer(K, D, ema=ema, rotation_trick=rotation_trick).train()
+def ours(ema: bool, rotation_trick: bool = False, num_codes: int = K, **options):
+    vq = VectorQuantizer(num_codes, D, ema=ema, rotation_trick=rotation_trick, **options).train()
     return module_step(vq, D, lambda out: (out.z_q, out.loss))
+
+
+def ours_module(module, channels: int = D):
+    """Forward + backward of one of chapter 11's quantizers (a VQOutput)."""
+    return module_step(module.train(), channels, lambda out: (out.z_q, out.loss))
+
+
+def theirs(module, channels: int = D):
+    """Forward + backward of a vector_quantize_pytorch module returning (quantized, indices, loss)."""
+    return module_step(module.train(), channels, lambda out: (out[0], out[2].sum()))
 
 
 def module_step(module, channels: int, outputs):
@@ -61,13 +76,13 @@ def module_step(module, channels: int, outputs):
 
 
 def ours_fsq():
-    from vqvae_lib.fsq import FSQ
+    from vqvae_lib.quantizers.fsq import FSQ
     # with its range loss (the peer has none): the extra work is ours to pay for
     return module_step(FSQ(FSQ_LEVELS).train(), len(FSQ_LEVELS), lambda out: (out.z_q, out.loss))
 
 
 def ours_lfq():
-    from vqvae_lib.lfq import LFQ
+    from vqvae_lib.quantizers.lfq import LFQ
     return module_step(LFQ(LFQ_DIM).train(), LFQ_DIM, lambda out: (out.z_q, out.loss))
 
 
@@ -158,6 +173,25 @@ def after_vq(args) -> None:
                   (f"LFQ 2^{LFQ_DIM}: ours / vector_quantize_pytorch", ours_lfq(), their_lfq())]
     except ImportError:
         print("vector_quantize_pytorch is not installed: the FSQ and LFQ comparisons are skipped")
+    try:
+        import vector_quantize_pytorch as peer
+
+        from vqvae_lib.quantizers import BSQ, SimVQ
+
+        pairs += [(f"cosine lookup, d={COSINE_DIM} (EMA): ours / vector_quantize_pytorch",
+                   ours(True, l2_normalize=True, lookup_dim=COSINE_DIM),
+                   theirs(peer.VectorQuantize(dim=D, codebook_size=K, use_cosine_sim=True, codebook_dim=COSINE_DIM,
+                                              accept_image_fmap=True))),
+                  (f"SimVQ, K={K}: ours / vector_quantize_pytorch", ours_module(SimVQ(K, D)),
+                   theirs(peer.SimVQ(dim=D, codebook_size=K, rotation_trick=False, channel_first=True))),
+                  (f"BSQ 2^{LFQ_DIM}: ours / vector_quantize_pytorch LFQ(spherical=True)",
+                   ours_module(BSQ(LFQ_DIM), LFQ_DIM),
+                   theirs(peer.LFQ(dim=LFQ_DIM, spherical=True, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
+                          LFQ_DIM))]
+    except ImportError:
+        print("vector_quantize_pytorch is not installed: chapter 11's comparisons are skipped")
+    from vqvae_lib.quantizers import IBQ
+    pairs += [(f"IBQ / VectorQuantizer, K={k}", ours_module(IBQ(k, D)), ours(False, num_codes=k)) for k in IBQ_SIZES]
     results = {(name, side): [] for name, *_ in pairs for side in (0, 1)}
     for _ in range(3):
         for name, *fns in pairs:

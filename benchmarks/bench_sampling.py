@@ -9,7 +9,7 @@ Times drawing --samples grids of 7 x 7 and of 32 x 32 codes (K = 64) from UNTRAI
   full passes) against cached (``cache=True``: a row's vertical stack once, one position's horizontal
   stack per step);
 * TransformerPrior naive against cached (KV cache), and MaskedPrior (MaskGIT) with 8 and 16 decoding
-  rounds, when ``vqvae_lib.transformer`` / ``vqvae_lib.maskgit`` and their `cpu` preset entries
+  rounds, when ``vqvae_lib.priors.transformer`` / ``vqvae_lib.priors.maskgit`` and their `cpu` preset entries
   exist; otherwise their rows are skipped with a note.
 
 The naive path on 32 x 32 runs the full network 1,024 times (the better part of an hour on 2 cores), so
@@ -118,8 +118,8 @@ def rows_for(args, notes: list[str]) -> list[dict]:
     pixelcnn = get_preset("cpu")["prior"]["model"]
     autoregressive("GatedPixelCNN", lambda shape: build_pixelcnn(pixelcnn))
 
-    for module, key, cls_name in (("vqvae_lib.transformer", "transformer", "TransformerPrior"),
-                                  ("vqvae_lib.maskgit", "maskgit", "MaskedPrior")):
+    for module, key, cls_name in (("vqvae_lib.priors.transformer", "transformer", "TransformerPrior"),
+                                  ("vqvae_lib.priors.maskgit", "maskgit", "MaskedPrior")):
         try:
             cls = getattr(importlib.import_module(module), cls_name)
         except (ImportError, AttributeError) as err:

@@ -17,7 +17,7 @@ from vqvae_lib.data import load_images
 from vqvae_lib.device import resolve_device
 from vqvae_lib.presets import get_preset
 from vqvae_lib.recipes import build_vqvae
-from vqvae_lib.train import train
+from vqvae_lib.training.train import train
 
 WARMUP = 10
 

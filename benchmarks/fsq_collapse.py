@@ -14,10 +14,10 @@ import argparse
 import torch
 
 from vqvae_lib import get_preset, load_images
-from vqvae_lib.fsq import DEFAULT_RANGE_WEIGHT
-from vqvae_lib.metrics import evaluate_vqvae
+from vqvae_lib.evaluation.metrics import evaluate_vqvae
+from vqvae_lib.quantizers.fsq import DEFAULT_RANGE_WEIGHT
 from vqvae_lib.recipes import build_vqvae, matched_preset, train_settings
-from vqvae_lib.train import train
+from vqvae_lib.training.train import train
 
 LOST_BELOW = 48
 

@@ -24,7 +24,7 @@ from vqvae_lib.recipes import (
     trained_prior,
     trained_vqvae,
 )
-from vqvae_lib.train import train
+from vqvae_lib.training.train import train
 
 
 def main() -> None:

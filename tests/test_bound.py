@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqvae_lib import VQVAE, GatedPixelCNN
-from vqvae_lib.bound import (
+from vqvae_lib.data import ImageDataset, load_images
+from vqvae_lib.evaluation.bound import (
     BinnedHead,
     check_raster_causal,
     decoder_nats,
@@ -20,8 +21,7 @@ from vqvae_lib.bound import (
     vqvae_cost_map,
     vqvae_reconstruction_nats,
 )
-from vqvae_lib.data import ImageDataset, load_images
-from vqvae_lib.likelihood import (
+from vqvae_lib.models.likelihood import (
     _search_log_sigmoid,
     bits_per_dim,
     discretized_logistic_nll,

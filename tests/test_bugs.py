@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from vqvae_lib import VQVAE, ImageDataset, train
 from vqvae_lib.bugs import NoStraightThroughVQVAE, SeedArticleVQVAE, SwappedBetaVQVAE
-from vqvae_lib.diagnostics import gradient_routing, parameter_groups
+from vqvae_lib.evaluation.diagnostics import gradient_routing, parameter_groups
 
 SMALL = dict(num_codes=8, code_dim=4, hidden_channels=8, res_channels=4, num_res_layers=1)
 CORRECT = {"recon_loss": {"encoder": True, "codebook": False, "decoder": True},

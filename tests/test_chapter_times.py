@@ -56,9 +56,14 @@ def test_every_chapter_has_a_key_figure_that_it_glues():
 def test_a_chapter_row_formats_its_figure_or_says_why_not():
     key, fmt, _ = chapter_times.KEY_FIGURES["05"]
     assert chapter_times.chapter_row("05_training_vqvae", 12.34, {key: 0.061234}) == {
-        "chapter": "05_training_vqvae", "seconds": 12.3, "figure": fmt.format(0.061234)}
+        "chapter": "05_training_vqvae", "seconds": 12.3, "figure": fmt.format(0.061234), "timed_out": False}
     assert chapter_times.chapter_row("05_training_vqvae", 1.0, {"other": 1.0})["figure"] == "-"
     assert chapter_times.chapter_row("05_training_vqvae", 1.0, None)["figure"] == "failed"
+    late = chapter_times.chapter_row("09_quantizers_after_vq", 1806.7, None, timed_out=True)
+    assert late["figure"] == "timed out"
+    results = {"cpu": [late, chapter_times.chapter_row("10_colour_and_vqgan", 500.0, {"ch10_vqgan_frechet": 20.9})]}
+    rows = table_rows("\n".join(chapter_times.times_table(results)))
+    assert rows[2][2:] == ["> 1,807", "timed out"] and rows[-1][2] == "> 2,307"  # a lower bound, not a time
 
 
 def test_the_table_has_time_and_key_figure_per_chapter_and_preset():
@@ -69,9 +74,10 @@ def test_the_table_has_time_and_key_figure_per_chapter_and_preset():
     for i, (stem, row) in enumerate(zip(CHAPTERS, body), start=1):
         key, fmt, what = chapter_times.KEY_FIGURES[stem[:2]]
         assert row[1] == f"`{key}`: {what}"
-        assert row[2:] == [f"{10 * i:.0f}", fmt.format(0.1 * i), f"{30 * i:.0f}", fmt.format(0.1 * i)]
+        assert row[2:] == [f"{10 * i:,.0f}", fmt.format(0.1 * i), f"{30 * i:,.0f}", fmt.format(0.1 * i)]
     n = len(CHAPTERS)
-    assert total[0] == "all" and total[2] == f"{10 * n * (n + 1) / 2:.0f}" and total[4] == f"{30 * n * (n + 1) / 2:.0f}"
+    assert total[0] == "all"
+    assert total[2] == f"{10 * n * (n + 1) / 2:,.0f}" and total[4] == f"{30 * n * (n + 1) / 2:,.0f}"
 
 
 def test_a_preset_missing_a_chapter_leaves_its_cells_empty():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vqvae_lib import VAE, VQVAE, GatedPixelCNN, MaskedPrior, TransformerPrior, VectorQuantizer
-from vqvae_lib.sample_quality import DigitClassifier
+from vqvae_lib.evaluation.sample_quality import DigitClassifier
 
 # One non-default value per argument that the round trip must carry.
 NON_DEFAULT = {

@@ -9,9 +9,9 @@ would fail if the two added terms did nothing (a ratio near 1).
 """
 import pytest
 
-from vqvae_lib.colour import ARMS, compare_vqgan, load_colour, train_colour_classifier
+from vqvae_lib.models.vqgan import PerceptualLoss
 from vqvae_lib.presets import get_preset
-from vqvae_lib.vqgan import PerceptualLoss
+from vqvae_lib.recipes.colour import ARMS, compare_vqgan, load_colour, train_colour_classifier
 
 FRECHET_RATIO_BOUND = 0.9
 

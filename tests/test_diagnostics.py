@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from vqvae_lib import VQVAE, ImageDataset
-from vqvae_lib.diagnostics import gradient_routing, grads_reached, latent_stats, loss_terms, parameter_groups
+from vqvae_lib.evaluation.diagnostics import gradient_routing, grads_reached, latent_stats, loss_terms, parameter_groups
 
 SMALL = dict(num_codes=8, code_dim=4, hidden_channels=8, res_channels=4, num_res_layers=1)
 

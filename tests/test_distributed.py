@@ -72,7 +72,7 @@ def _train(rank, out, steps, checkpoint_every, resume):
         model = VQVAE(data_variance=data.variance(), **CI_MODEL)
     restarts = count_restarts(model.quantizer)
     saves = []
-    train_module = importlib.import_module("vqvae_lib.train")  # the module, not the function it exports
+    train_module = importlib.import_module("vqvae_lib.training.train")  # the module, not the function it exports
     original_save = train_module.save_training_state
     train_module.save_training_state = lambda *a, **k: (saves.append(a[3]), original_save(*a, **k))
     try:

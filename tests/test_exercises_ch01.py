@@ -5,7 +5,7 @@ from conftest import rejects_under_python_O
 
 from vqvae_lib.exercises import Incorrect
 from vqvae_lib.exercises.ch01 import check_gaussian_kl, check_reparameterize
-from vqvae_lib.vae import gaussian_kl, reparameterize
+from vqvae_lib.models.vae import gaussian_kl, reparameterize
 
 
 def test_gaussian_kl_accepts_library_and_own_version(capsys):

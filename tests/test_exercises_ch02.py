@@ -7,7 +7,7 @@ from conftest import rejects_under_python_O
 
 from vqvae_lib.exercises import Incorrect
 from vqvae_lib.exercises.ch02 import check_nearest_code, check_perplexity
-from vqvae_lib.quantize import nearest_code, perplexity_from_counts
+from vqvae_lib.quantizers.vq import nearest_code, perplexity_from_counts
 
 
 def expansion(flat, codebook):

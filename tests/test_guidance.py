@@ -14,19 +14,20 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-import vqvae_lib.maskgit
-import vqvae_lib.pixelcnn
-import vqvae_lib.transformer
+import vqvae_lib.priors.maskgit
+import vqvae_lib.priors.pixelcnn
+import vqvae_lib.priors.transformer
 from vqvae_lib import VQVAE, GatedPixelCNN, MaskedPrior, TransformerPrior, load_images, train
-from vqvae_lib.maskgit import random_mask
+from vqvae_lib.evaluation.sample_quality import extract_features, frechet_distance, train_classifier
 from vqvae_lib.presets import get_preset
-from vqvae_lib.prior import DEFAULT_LABEL_DROPOUT, NULL_LABEL, guide
+from vqvae_lib.priors.base import DEFAULT_LABEL_DROPOUT, NULL_LABEL, guide
+from vqvae_lib.priors.maskgit import random_mask
 from vqvae_lib.recipes import build_prior, code_datasets, load_prior, train_settings
-from vqvae_lib.sample_quality import extract_features, frechet_distance, train_classifier
 from vqvae_lib.seeding import seeded
 
 KINDS = ("pixelcnn", "transformer", "maskgit")
-MODULES = {"pixelcnn": vqvae_lib.pixelcnn, "transformer": vqvae_lib.transformer, "maskgit": vqvae_lib.maskgit}
+MODULES = {"pixelcnn": vqvae_lib.priors.pixelcnn, "transformer": vqvae_lib.priors.transformer,
+           "maskgit": vqvae_lib.priors.maskgit}
 K, CLASSES, SIDE = 8, 3, 4
 
 

@@ -1,4 +1,4 @@
-"""The Gumbel-softmax quantizer (vqvae_lib.gumbel): the sampler, its KL, its gradient's bias, and a VQ-VAE
+"""The Gumbel-softmax quantizer (vqvae_lib.quantizers.gumbel): the sampler, its KL, its gradient's bias, and a VQ-VAE
 with it that learns on the ci data."""
 import json
 import math
@@ -9,15 +9,15 @@ import torch.nn.functional as F
 from conftest import saved_and_loaded, short_ci_run
 from torch.distributions import Categorical, kl_divergence
 
-from vqvae_lib.gumbel import (
+from vqvae_lib.quantizers import build_quantizer
+from vqvae_lib.quantizers.gumbel import (
     GumbelQuantizer,
     categorical_kl_to_uniform,
     exact_expectation_gradient,
     gumbel_gradient_bias,
     gumbel_softmax,
 )
-from vqvae_lib.quantize import perplexity_from_counts
-from vqvae_lib.quantizers import build_quantizer
+from vqvae_lib.quantizers.vq import perplexity_from_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

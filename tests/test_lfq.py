@@ -8,8 +8,8 @@ import torch
 from conftest import saved_and_loaded, short_ci_run
 
 from vqvae_lib import VQVAE
-from vqvae_lib.lfq import LFQ
 from vqvae_lib.quantizers import build_quantizer
+from vqvae_lib.quantizers.lfq import LFQ
 
 
 def scalar(t: torch.Tensor) -> float:

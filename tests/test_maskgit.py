@@ -9,9 +9,9 @@ from conftest import input_dependence
 from test_transformer import NUM_CODES, SIDE, markov_task
 from torch.utils.data import TensorDataset
 
-from vqvae_lib.maskgit import MaskedPrior, mask_schedule, random_mask, uniform_count_mask
+from vqvae_lib.priors.maskgit import MaskedPrior, mask_schedule, random_mask, uniform_count_mask
 from vqvae_lib.seeding import seeded
-from vqvae_lib.train import evaluate, train
+from vqvae_lib.training.train import evaluate, train
 
 K, H, W = 10, 4, 5
 

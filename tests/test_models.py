@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vqvae_lib import VAE, VQVAE, GatedPixelCNN
-from vqvae_lib.diagnostics import grads_reached
+from vqvae_lib.evaluation.diagnostics import grads_reached
 
 SMALL = dict(num_codes=16, code_dim=4, hidden_channels=8, res_channels=4, num_res_layers=1)
 
@@ -110,8 +110,8 @@ def test_vae_refuses_wrong_images(x, message):
 
 
 def test_priors_refuse_an_empty_batch_and_a_single_grid():
-    from vqvae_lib.maskgit import MaskedPrior
-    from vqvae_lib.transformer import TransformerPrior
+    from vqvae_lib.priors.maskgit import MaskedPrior
+    from vqvae_lib.priors.transformer import TransformerPrior
 
     priors = [GatedPixelCNN(num_codes=8, hidden_channels=8, num_layers=2),
               TransformerPrior(num_codes=8, embed_dim=16, num_layers=1, num_heads=2),

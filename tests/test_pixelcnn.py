@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import input_dependence
 
-from vqvae_lib.pixelcnn import GatedPixelCNN, MaskedConv2d, PlainPixelCNN
+from vqvae_lib.priors.pixelcnn import GatedPixelCNN, MaskedConv2d, PlainPixelCNN
 
 H = W = 7
 

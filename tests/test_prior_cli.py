@@ -7,7 +7,7 @@ import torch
 from vqvae_lib import GatedPixelCNN, MaskedPrior, TransformerPrior, get_preset
 from vqvae_lib.cli import main
 from vqvae_lib.presets import PRIOR_LR_DECAY
-from vqvae_lib.prior import DEFAULT_LABEL_DROPOUT
+from vqvae_lib.priors.base import DEFAULT_LABEL_DROPOUT
 from vqvae_lib.recipes import PRIOR_KINDS, build_prior, load_prior, recipe
 from vqvae_lib.seeding import seeded
 

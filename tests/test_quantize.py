@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from vqvae_lib.diagnostics import grads_reached
-from vqvae_lib.quantize import StraightThrough, VectorQuantizer, kmeans, nearest_code, perplexity_from_counts
+from vqvae_lib.evaluation.diagnostics import grads_reached
+from vqvae_lib.quantizers.vq import StraightThrough, VectorQuantizer, kmeans, nearest_code, perplexity_from_counts
 
 
 def test_nearest_code_matches_cdist():

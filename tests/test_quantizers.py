@@ -8,11 +8,11 @@ from conftest import saved_and_loaded
 
 from vqvae_lib import VQVAE, GatedPixelCNN
 from vqvae_lib.cli import main
-from vqvae_lib.comparison import compare_quantizer
 from vqvae_lib.data import ImageDataset
 from vqvae_lib.presets import get_preset
-from vqvae_lib.quantizers import MATCHED_BITS, SIX_BITS, build_quantizer
+from vqvae_lib.quantizers import ALL_MATCHED, MATCHED_BITS, SIX_BITS, build_quantizer
 from vqvae_lib.recipes import build_vqvae, matched_preset
+from vqvae_lib.recipes.quantizer_comparison import compare_quantizer
 from vqvae_lib.widgets import CodebookAtlasState, LatentEditorState
 
 
@@ -23,7 +23,7 @@ def data():
                         torch.arange(48) % 10)
 
 
-@pytest.mark.parametrize("name", list(MATCHED_BITS))
+@pytest.mark.parametrize("name", list(ALL_MATCHED))
 def test_each_matched_quantizer_is_a_drop_in(name, data, tmp_path):
     model = build_vqvae(matched_preset(get_preset("ci"), name), data, seed=0)
     assert model.quantizer.num_codes == SIX_BITS

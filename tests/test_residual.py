@@ -1,4 +1,4 @@
-"""Residual VQ (vqvae_lib.residual): the stage-by-stage residuals, the straight-through gradient, the joint
+"""Residual VQ (vqvae_lib.quantizers.residual): the stage-by-stage residuals, the straight-through gradient, the joint
 index, and a VQ-VAE with it that learns on the ci data."""
 import itertools
 import json
@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import saved_and_loaded, short_ci_run
 
-from vqvae_lib.diagnostics import grads_reached
+from vqvae_lib.evaluation.diagnostics import grads_reached
 from vqvae_lib.quantizers import build_quantizer
-from vqvae_lib.residual import MAX_JOINT_CODES, ResidualVQ
+from vqvae_lib.quantizers.residual import MAX_JOINT_CODES, ResidualVQ
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from conftest import short_ci_run
 
 from vqvae_lib import VQVAE, VectorQuantizer
-from vqvae_lib.quantize import rotate
+from vqvae_lib.quantizers.vq import rotate
 
 K, D = 16, 4
 

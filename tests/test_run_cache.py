@@ -7,8 +7,8 @@ from torch import nn
 
 from vqvae_lib import VQVAE, train
 from vqvae_lib.data import ImageDataset
-from vqvae_lib.run_cache import source_digest
 from vqvae_lib.seeding import seeded
+from vqvae_lib.training.run_cache import source_digest
 
 SETTINGS = dict(steps=6, batch_size=16, lr=1e-3, log_every=2, eval_every=3, seed=0, progress=False, device="cpu")
 
@@ -29,7 +29,7 @@ def small_vqvae(seed=0):
 @pytest.fixture
 def count_steps(monkeypatch):
     """How many optimiser steps train() really takes."""
-    train_module = importlib.import_module("vqvae_lib.train")  # the package's ``train`` is the function
+    train_module = importlib.import_module("vqvae_lib.training.train")  # the package's ``train`` is the function
     calls = []
     real = train_module.get_batch
     monkeypatch.setattr(train_module, "get_batch", lambda *a: calls.append(1) or real(*a))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vqvae_lib.data import load_images
-from vqvae_lib.sample_quality import (
+from vqvae_lib.evaluation.sample_quality import (
     DigitClassifier,
     accuracy,
     extract_features,

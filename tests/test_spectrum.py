@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqvae_lib.spectrum import (
+from vqvae_lib.evaluation.spectrum import (
     frequency_radius,
     grid_harmonic_power_ratio,
     grid_harmonics,

@@ -8,9 +8,9 @@ from torch.utils.data import TensorDataset
 from vqvae_lib import VQVAE, History, train
 from vqvae_lib.checkpoint import PretrainedMixin
 from vqvae_lib.data import load_images
-from vqvae_lib.maskgit import MaskedPrior
+from vqvae_lib.priors.maskgit import MaskedPrior
 from vqvae_lib.seeding import seeded
-from vqvae_lib.train import batch_order, learning_rate, ms_per_step
+from vqvae_lib.training.train import batch_order, learning_rate, ms_per_step
 
 SMALL = dict(num_codes=16, code_dim=4, hidden_channels=8, res_channels=4, num_res_layers=1,
              quantizer=dict(ema=True, restart_after=2))

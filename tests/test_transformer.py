@@ -7,9 +7,9 @@ import torch
 from conftest import input_dependence
 from torch.utils.data import TensorDataset
 
+from vqvae_lib.priors.transformer import GridPositions, TransformerPrior
 from vqvae_lib.seeding import seeded
-from vqvae_lib.train import evaluate, train
-from vqvae_lib.transformer import GridPositions, TransformerPrior
+from vqvae_lib.training.train import evaluate, train
 
 H = W = 5
 

@@ -6,14 +6,14 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from vqvae_lib import VAE
-from vqvae_lib.likelihood import (
+from vqvae_lib.models.likelihood import (
     bits_per_dim,
     discretized_logistic_mean,
     discretized_logistic_nll,
     discretized_logistic_probs,
 )
+from vqvae_lib.models.vae import gaussian_kl, reparameterize
 from vqvae_lib.seeding import seeded
-from vqvae_lib.vae import gaussian_kl, reparameterize
 
 LEVELS = torch.arange(256, dtype=torch.float64) / 255  # every value of an 8-bit pixel
 MEANS = [-0.7, 0.0, 0.002, 0.3, 0.5, 0.9981, 1.0, 1.6]  # inside, on the grid and beyond both edges

@@ -7,10 +7,9 @@ import torch
 from torch import nn
 
 from vqvae_lib import VQGAN, VQVAE, ImageDataset, PatchDiscriminator, PerceptualLoss, evaluate_vqvae, train, train_vqgan
-from vqvae_lib.metrics import encode_dataset
-from vqvae_lib.sample_quality import DigitClassifier
-from vqvae_lib.seeding import seeded
-from vqvae_lib.vqgan import (
+from vqvae_lib.evaluation.metrics import encode_dataset
+from vqvae_lib.evaluation.sample_quality import DigitClassifier
+from vqvae_lib.models.vqgan import (
     adaptive_weight,
     generator_adversarial_loss,
     hinge_d_loss,
@@ -18,6 +17,7 @@ from vqvae_lib.vqgan import (
     lpips_loss,
     receptive_field,
 )
+from vqvae_lib.seeding import seeded
 
 SIZE = 16  # images of 16x16: a 4x4 code grid, and a 2x2 logit map from a 2-layer discriminator
 VQ = dict(in_channels=3, num_codes=16, code_dim=4, hidden_channels=16, res_channels=8, num_res_layers=1, downsample=4)

@@ -42,7 +42,7 @@ def chapters(names: list[str] | None = None) -> list[Path]:
 
 
 def library_digest() -> str:
-    from vqvae_lib.run_cache import source_digest
+    from vqvae_lib.training.run_cache import source_digest
 
     return source_digest()
 
@@ -74,14 +74,15 @@ PRINT_FACTS = ("import json, numbers\nfrom vqvae_lib.prose import FACTS\n"
                "                  if isinstance(v, numbers.Number) or getattr(v, 'ndim', None) == 0}))")
 
 
-def execute(path: Path, workdir: Path):
-    """Run the notebook at ``path`` in a fresh kernel in ``workdir``: (the executed notebook, its glued numbers)."""
+def execute(path: Path, workdir: Path, timeout: int = 1800):
+    """Run the notebook at ``path`` in a fresh kernel in ``workdir``: (the executed notebook, its glued numbers).
+    ``timeout``: seconds one cell may run."""
     import nbformat
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(PRINT_FACTS))
-    NotebookClient(notebook, timeout=1800, kernel_name="python3", record_timing=False,
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(workdir)}}).execute()
     facts = json.loads(notebook.cells.pop().outputs[0]["text"])
     return notebook, facts

@@ -1,5 +1,5 @@
 """Three deliberately wrong VQ-VAEs for chapter 3's bug hunt. The measurements that expose them
-(which loss reaches which parameters, sizes in latent space) are in :mod:`vqvae_lib.diagnostics`.
+(which loss reaches which parameters, sizes in latent space) are in :mod:`vqvae_lib.evaluation.diagnostics`.
 
 All three mistakes appear in public code:
 
@@ -11,7 +11,7 @@ All three mistakes appear in public code:
 * :class:`SeedArticleVQVAE` is the training step of the online article this book grew from: no
   straight-through, and the two stop-gradients swapped between the codebook and commitment terms.
 
-Each takes :class:`~vqvae_lib.vqvae.VQVAE`'s arguments, draws the same initial weights from the
+Each takes :class:`~vqvae_lib.models.vqvae.VQVAE`'s arguments, draws the same initial weights from the
 same seed, and returns its :class:`VQVAEOutput` with the same values in the forward pass; only the
 gradients differ. The library's ``train`` and ``evaluate_vqvae`` work on them unchanged.
 """
@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .vqvae import VQVAE, VQVAEOutput
+from .models.vqvae import VQVAE, VQVAEOutput
 
 
 class NoStraightThroughVQVAE(VQVAE):
@@ -69,7 +69,7 @@ class SeedArticleVQVAE(VQVAE):
     So the encoder learns only to move towards its codes, with weight 1, and never hears about the
     reconstruction; the codebook learns from the reconstruction plus beta x the pull towards the
     encoder outputs. The output fields keep the article's names (``vq.codebook_loss`` is its
-    ``codebook_loss``), so :func:`vqvae_lib.diagnostics.gradient_routing` shows the swap; their values
+    ``codebook_loss``), so :func:`vqvae_lib.evaluation.diagnostics.gradient_routing` shows the swap; their values
     equal the correct model's (both are the mean ||z_e - e||^2).
 
     x: (B, C, H, W) -> ``VQVAEOutput`` with ``vq.z_q`` the raw lookup (B, D, h, w).

@@ -32,7 +32,7 @@ import torch
 from . import distributed
 from .data import DatasetUnavailable, fetch_emoji
 from .presets import PRESETS
-from .quantizers import MATCHED_BITS
+from .quantizers import ALL_MATCHED
 from .recipes import DEFAULT_PRIOR, DEFAULT_SEED, PRIOR_KINDS, load_prior, read_metrics, train_prior, train_vqvae
 
 USER_ERRORS = (ValueError, DatasetUnavailable, FileNotFoundError)
@@ -51,8 +51,8 @@ def sample(vqvae_dir, prior_dir, n: int, out, temperature: float = 1.0, label: i
     import matplotlib
     matplotlib.use("Agg")
     from .device import resolve_device
+    from .models.vqvae import VQVAE
     from .viz import show_images
-    from .vqvae import VQVAE
 
     if n < 1:
         raise ValueError(f"-n must be at least 1, got {n}")
@@ -102,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--steps", type=positive_int, default=None, help="override the preset's step budget")
             s.add_argument("--batch-size", type=positive_int, default=None,
                            help="override the preset's batch size; the global batch under torchrun")
-            s.add_argument("--quantizer", choices=list(MATCHED_BITS), default=None,
+            s.add_argument("--quantizer", choices=list(ALL_MATCHED), default=None,
                            help="one of chapter 9's 6-bit quantizers instead of the preset's vector quantizer")
             s.add_argument("--compile", action="store_true", help="torch.compile the training step")
             s.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")

@@ -6,7 +6,7 @@ Each rank (process) holds a full copy of the model and works on its slice of eve
 What must agree across ranks is kept in agreement here, by collective operations:
 gradients are averaged (so the update is the single-process update on the global batch), and the
 quantizer all-reduces its code counts and EMA sums and gathers its encoder outputs before a k-means
-initialisation or a dead-code restart (see :class:`vqvae_lib.quantize.VectorQuantizer`).
+initialisation or a dead-code restart (see :class:`vqvae_lib.quantizers.vq.VectorQuantizer`).
 
 Every function here is a no-op in a single process, so the library calls them unconditionally and a
 plain ``python -m vqvae_lib ...`` run is unchanged.

@@ -42,9 +42,9 @@ PRIOR_LR_DECAY = 0.3
 CI_TRANSFORMER = dict(embed_dim=64, num_layers=2, num_heads=2)
 
 # Chapter 10's colour images: the VQ-VAE trained alone for shared_steps, then on for vqgan["steps"] as a VQ-VAE and
-# as a VQGAN (vqvae_lib.colour); two small classifiers on the images' labels, one for the VQGAN's perceptual term,
-# one (wider, another seed) for the Fréchet distance. ci's discriminator is 16 channels wide: at 64 (taming's) one
-# VQGAN step cost 20 VQ-VAE steps on a CPU core.
+# as a VQGAN (vqvae_lib/recipes/colour.py); two small classifiers on the images' labels, one for the VQGAN's
+# perceptual term, one (wider, another seed) for the Fréchet distance. ci's discriminator is 16 channels wide: at
+# 64 (taming's) one VQGAN step cost 20 VQ-VAE steps on a CPU core.
 COLOUR_CLASSIFIERS = {"perceptual": {"model": dict(channels=8, feature_dim=32),
                                      "train": dict(steps=300, batch_size=64, lr=2e-3)},
                       "evaluation": {"model": dict(channels=16, feature_dim=64),
@@ -104,6 +104,10 @@ PRESETS = {
         "classifier": {"model": CLASSIFIER, "train": dict(steps=300, batch_size=64, lr=2e-3)},
         # chapter 9: every quantizer's VQ-VAE and the prior on its codes, per seed
         "quantizer_comparison": dict(steps=250, prior_steps=50, seeds=[0, 1, 2]),
+        # chapter 11: codes used against codebook size, in chapter 9's model (the test split has 24,500 code
+        # positions: at K = 4,096, independent uniform draws would cover 99.75 % of the codes). 60 steps, not
+        # chapter 9's 250: at K = 4,096 one IBQ step costs about 4 VQ steps, and `make test` runs the chapter
+        "codebook_usage": dict(steps=60, num_codes=[64, 512, 4096], seeds=[0, 1]),
         "colour": CI_COLOUR,
     },
     "cpu": {
@@ -120,7 +124,9 @@ PRESETS = {
         "experiments": dict(remedy_steps=1500, comparison_steps=1500),
         "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
-        "quantizer_comparison": dict(steps=1500, prior_steps=600, seeds=[0, 1, 2]),
+        # 600 + 300 steps: at 1,500 + 600 chapter 9 ran past 30 minutes on 2 cores (benchmarks/chapter_times.py)
+        "quantizer_comparison": dict(steps=600, prior_steps=300, seeds=[0, 1, 2]),
+        "codebook_usage": dict(steps=200, num_codes=[64, 512, 4096, 8192], seeds=[0, 1, 2]),
         "colour": CPU_COLOUR,
     },
     "gpu": {
@@ -139,6 +145,7 @@ PRESETS = {
         "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
         "quantizer_comparison": dict(steps=5000, prior_steps=3000, seeds=[0, 1, 2]),
+        "codebook_usage": dict(steps=2000, num_codes=[64, 1024, 4096, 16384], seeds=[0, 1, 2]),
         "colour": GPU_COLOUR,
     },
 }
@@ -153,8 +160,8 @@ SAMPLE_COUNTS = ("samples", "timing_samples", "likelihood_grids", "random_order_
 
 
 def smoke(preset: dict) -> dict:
-    """``preset`` with every step budget cut to SMOKE_STEPS, every sample count to SMOKE_SAMPLES and the
-    seeds to the first; model sizes and batch sizes unchanged."""
+    """``preset`` with every step budget cut to SMOKE_STEPS, every sample count to SMOKE_SAMPLES, the seeds to the
+    first and a list of codebook sizes to its smallest and largest; model sizes and batch sizes unchanged."""
     def cut(node):
         if not isinstance(node, dict):
             return node
@@ -166,6 +173,8 @@ def smoke(preset: dict) -> dict:
                 value = min(value, SMOKE_SAMPLES)
             elif key == "seeds":
                 value = value[:1]
+            elif key == "num_codes" and isinstance(value, list):  # chapter 11's sweep: its ends
+                value = [value[0], value[-1]]
             out[key] = cut(value)
         return out
 

@@ -126,10 +126,10 @@ SPECTRUM_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def plot_power_spectra(image_sets: dict, ax=None, cutoff: float | None = None):
-    """The radially averaged power spectrum (:func:`vqvae_lib.spectrum.radial_power_spectrum`) of each
+    """The radially averaged power spectrum (:func:`vqvae_lib.evaluation.spectrum.radial_power_spectrum`) of each
     {label: (N, C, H, W) images in [0, 1]}, on log axes; ``cutoff`` draws the high-frequency band's edge.
     Returns the axes."""
-    from .spectrum import radial_power_spectrum
+    from .evaluation.spectrum import radial_power_spectrum
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))

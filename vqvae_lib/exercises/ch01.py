@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..models.vae import gaussian_kl
 from ..seeding import seeded
-from ..vae import gaussian_kl
 from . import correct, require
 
 SEED = 0

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..quantize import nearest_code, perplexity_from_counts
+from ..quantizers.vq import nearest_code, perplexity_from_counts
 from . import correct, require
 
 NUM_ROWS, CODE_DIM, NUM_CODES = 500, 8, 32  # the random problem check_nearest_code poses

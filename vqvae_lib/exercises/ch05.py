@@ -11,8 +11,8 @@ import math
 
 import torch
 
+from ..models.vqvae import VQVAE
 from ..seeding import seeded
-from ..vqvae import VQVAE
 from . import Incorrect, correct, require
 
 

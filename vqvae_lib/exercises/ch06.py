@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..pixelcnn import MaskedConv2d
+from ..priors.pixelcnn import MaskedConv2d
 from . import correct, require
 
 KERNEL_SIZES = (3, 5, 7)

@@ -20,8 +20,8 @@ import numbers
 
 import torch
 
+from ..models.vqvae import VQVAE
 from ..seeding import seeded
-from ..vqvae import VQVAE
 from ..widgets.atlas import CodebookAtlasState
 from ..widgets.base import single_threaded
 from ..widgets.editor import measured_reach

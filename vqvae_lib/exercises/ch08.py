@@ -1,7 +1,8 @@
 """Chapter 8 (Priors after the PixelCNN): check a reader's mask schedule, causal attention mask and whole-model bound.
 
 ``check_masked_after_round(answer)``: ``answer(step, steps, total) -> int``, how many of ``total`` codes are still
-masked after round ``step`` of ``steps`` under MaskGIT's cosine schedule (:func:`~vqvae_lib.maskgit.mask_schedule`).
+masked after round ``step`` of ``steps`` under MaskGIT's cosine schedule
+(:func:`~vqvae_lib.priors.maskgit.mask_schedule`).
 ``check_causal_mask(answer)``: ``answer(T) -> (T, T)`` mask, True (or 1) where query slot t may attend to key slot s.
 ``check_whole_model_bound(answer)``: ``answer(recon_nats, prior_bits_per_code, codes_per_image, num_dims) -> float``,
 the VQ-VAE's bound -log2 p(x) <= -log2 p(x | z_q) - log2 p(z_q) in bits per dimension.
@@ -14,7 +15,7 @@ import math
 
 import torch
 
-from ..maskgit import mask_schedule
+from ..priors.maskgit import mask_schedule
 from . import correct, require
 
 # the rounds in between first: their hints tell the common mistakes apart; then the first and last rounds

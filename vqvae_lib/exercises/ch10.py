@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..vqgan import adaptive_weight, hinge_d_loss
+from ..models.vqgan import adaptive_weight, hinge_d_loss
 from . import correct, require
 
 RTOL = 1e-9  # float64 throughout: a right answer agrees to rounding, a wrong one by O(1)

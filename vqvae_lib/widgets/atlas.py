@@ -7,7 +7,7 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 
-from ..quantize import perplexity_from_counts
+from ..quantizers.vq import perplexity_from_counts
 from .base import WIDE, Visualizer, hbox, image_widget, labelled, single_threaded
 from .render import BLUE, ORANGE, RED, draw, png, tile, tile_origin, to_rgb, upscale
 

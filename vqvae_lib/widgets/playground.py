@@ -2,7 +2,7 @@
 
 The model is a VQ-VAE shrunk to its quantizer: each point's encoder output ``z_e`` is a free 2-D
 vector tied to its data point by a spring (``||z_e - x||^2`` stands in for the reconstruction
-term), quantized by :class:`vqvae_lib.quantize.VectorQuantizer`, so the loss is
+term), quantized by :class:`vqvae_lib.quantizers.vq.VectorQuantizer`, so the loss is
 ``||z_e - x||^2 + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2`` (or EMA codebook updates).
 From a bad initial codebook (a clump far from the data) plain training uses one code; k-means
 init and dead-code restarts each bring the whole codebook into use within a few dozen steps. EMA
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..quantize import VectorQuantizer, nearest_code, perplexity_from_counts
+from ..quantizers.vq import VectorQuantizer, nearest_code, perplexity_from_counts
 from .base import CLICK, WIDE, Visualizer, hbox, image_widget, labelled, one_thread, single_threaded
 from .render import code_colors, new_figure, png
 
@@ -48,7 +48,7 @@ class PlaygroundState:
     ``quantizer.codebook``: (K, 2). ``step(n)`` trains n full-batch steps (Adam, seeded).
 
     ``ema``, ``kmeans_init`` and ``restart_after`` (steps unused before a code is restarted; 0 = never)
-    are the :class:`~vqvae_lib.quantize.VectorQuantizer` options of the same names.
+    are the :class:`~vqvae_lib.quantizers.vq.VectorQuantizer` options of the same names.
     Changing ``beta`` or ``lr`` takes effect at the next step; other settings need a new state.
     """
 

@@ -7,16 +7,16 @@ and how large things are in the latent space.
   {term: {group: bool}} that chapter 3 reads off the paper's loss.
 * :func:`latent_stats` measures the sizes of encoder outputs, codes and quantisation errors.
 
-Every function works on :class:`~vqvae_lib.vqvae.VQVAE` and on anything with its attributes
-(``encoder``, ``quantizer.codebook``, ``decoder``) and its :class:`~vqvae_lib.vqvae.VQVAEOutput`,
+Every function works on :class:`~vqvae_lib.models.vqvae.VQVAE` and on anything with its attributes
+(``encoder``, ``quantizer.codebook``, ``decoder``) and its :class:`~vqvae_lib.models.vqvae.VQVAEOutput`,
 for instance the deliberately wrong models of :mod:`vqvae_lib.bugs`.
 """
 from __future__ import annotations
 
 import torch
 
-from .data import iter_batches
-from .device import resolve_device
+from ..data import iter_batches
+from ..device import resolve_device
 
 
 def parameter_groups(model) -> dict:

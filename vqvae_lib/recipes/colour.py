@@ -13,15 +13,15 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-from .data import ImageDataset, load_images
-from .device import resolve_device
-from .metrics import encode_dataset, evaluate_vqvae
-from .recipes import build_vqvae
-from .sample_quality import DigitClassifier, frechet_to_data
-from .seeding import generator, seeded
-from .spectrum import high_frequency_energy_ratio
-from .train import train
-from .vqgan import VQGAN, train_vqgan
+from ..data import ImageDataset, load_images
+from ..device import resolve_device
+from ..evaluation.metrics import encode_dataset, evaluate_vqvae
+from ..evaluation.sample_quality import DigitClassifier, frechet_to_data
+from ..evaluation.spectrum import high_frequency_energy_ratio
+from ..models.vqgan import VQGAN, train_vqgan
+from ..seeding import generator, seeded
+from ..training.train import train
+from . import build_vqvae
 
 ARMS = ("vqvae", "vqgan")
 NOISE_CONTROL = "vqvae+noise"
@@ -63,7 +63,8 @@ def reconstructions(model, dataset: Dataset, device=None) -> torch.Tensor:
 
 def image_figures(images: torch.Tensor, test_set: ImageDataset, evaluator: DigitClassifier, device=None) -> dict:
     """images: (N, C, H, W) in [0, 1], one per test image -> their NMSE against the test images, the Fréchet
-    distance to them in ``evaluator``'s features, and the high-frequency energy ratio (:mod:`vqvae_lib.spectrum`)."""
+    distance to them in ``evaluator``'s features, and the high-frequency energy ratio
+    (:mod:`vqvae_lib.evaluation.spectrum`)."""
     originals = test_set.images.float() / 255
     return {"nmse": float(((images - originals) ** 2).mean()) / test_set.variance(),
             "frechet": frechet_to_data(evaluator, images, originals, device=device),
@@ -96,7 +97,7 @@ def compare_vqgan(preset: dict, train_set: ImageDataset, test_set: ImageDataset,
     Returns {"vqvae": figures, "vqgan": figures, "vqvae+noise": figures, "models": {arm: model},
     "histories": {arm: History}}: :func:`arm_figures` of each arm after ``shared_steps + steps`` steps in all, and
     :func:`noise_control` of the VQ-VAE arm at the VQGAN arm's NMSE. perceptual: a :class:`PerceptualLoss`, or
-    ``lpips_loss()`` from :mod:`vqvae_lib.vqgan` (LPIPS runs are trained, not cached).
+    ``lpips_loss()`` from :mod:`vqvae_lib.models.vqgan` (LPIPS runs are trained, not cached).
     """
     c, device = preset["colour"], resolve_device(device)
     shared = build_vqvae(colour_preset(preset), train_set, seed)

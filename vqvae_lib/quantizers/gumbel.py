@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed
-from .checkpoint import register_to_config
-from .quantize import VQOutput, check_indices, check_z_e, perplexity_from_counts
-from .seeding import generator as seeded_generator
+from .. import distributed
+from ..checkpoint import register_to_config
+from ..seeding import generator as seeded_generator
+from .vq import VQOutput, check_indices, check_z_e, perplexity_from_counts
 
 # The codes start as nn.Embedding's do (the dVAE of taming-transformers' GumbelQuantize uses one): N(0, 1).
 CODEBOOK_INIT_STD = 1.0

@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from .checkpoint import PretrainedMixin, register_to_config
-from .data import iter_batches
-from .device import resolve_device
-from .inputs import check_images
-from .presets import get_preset
-from .seeding import seeded
-from .train import train
+from ..checkpoint import PretrainedMixin, register_to_config
+from ..data import iter_batches
+from ..device import resolve_device
+from ..models.inputs import check_images
+from ..presets import get_preset
+from ..seeding import seeded
+from ..training.train import train
 
 POOLED_SIZE = 7  # conv features pooled to 7 x 7 (a no-op for 28 x 28 digits) before the dense layer: any size works
 EVAL_BATCH = 256
@@ -67,7 +67,7 @@ class DigitClassifier(nn.Module, PretrainedMixin):
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: (B, C, H, W) in [0, 1] -> [(B, channels, H, W), (B, 2 * channels, H / 2, W / 2)]: the ReLU output
         of each conv block, before its max-pool (where LPIPS taps VGG). The feature net of
-        :class:`vqvae_lib.vqgan.PerceptualLoss`."""
+        :class:`vqvae_lib.models.vqgan.PerceptualLoss`."""
         self.check_input(x.detach())
         num_maps = sum(isinstance(layer, nn.ReLU) for layer in self.conv)
         maps, h = [], x - 0.5
@@ -95,7 +95,7 @@ def train_classifier(train_set, preset: str | None = None, steps: int | None = N
     """The preset's ``classifier`` trained on ``train_set`` (an ImageDataset with ``.labels``), seeded.
 
     ``steps`` overrides the preset's step budget. The ci budget takes about 10 s on one CPU thread.
-    ``cache``: as :func:`vqvae_lib.train.train`'s (a finished run is loaded, not trained again).
+    ``cache``: as :func:`vqvae_lib.training.train.train`'s (a finished run is loaded, not trained again).
     """
     p = get_preset(preset)
     settings = {**p["classifier"]["train"], **({"steps": steps} if steps is not None else {})}

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from . import distributed
-from .data import iter_batches
-from .device import resolve_device
-from .quantize import perplexity_from_counts
+from .. import distributed
+from ..data import iter_batches
+from ..device import resolve_device
+from ..quantizers.vq import perplexity_from_counts
 
 
 def perplexity(indices_or_counts: torch.Tensor, num_codes: int | None = None) -> float:

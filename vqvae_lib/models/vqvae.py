@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import PretrainedMixin, register_to_config
+from ..checkpoint import PretrainedMixin, register_to_config
+from ..quantizers import build_quantizer
+from ..quantizers.vq import VQOutput, check_indices
 from .inputs import check_images
-from .quantize import VQOutput, check_indices
-from .quantizers import build_quantizer
 
 
 class ResidualStack(nn.Module):
@@ -91,7 +91,7 @@ class VQVAE(nn.Module, PretrainedMixin):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless x is a non-empty (B, in_channels, H, W) batch of finite floats of the
-        weights' dtype (float32 by default; see :func:`vqvae_lib.inputs.check_images`), H and W divisible by
+        weights' dtype (float32 by default; see :func:`vqvae_lib.models.inputs.check_images`), H and W divisible by
         downsample."""
         check_images(x, self.in_channels, self.parameter_dtype())
         if x.shape[2] % self.downsample or x.shape[3] % self.downsample:

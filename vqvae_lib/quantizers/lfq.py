@@ -4,7 +4,7 @@ to Visual Generation", sec. 3.1).
 Each of the D channels of ``z_e: (B, D, H, W)`` is quantised to its sign, so the codebook is the 2^D corners
 {-1, +1}^D of a cube and finding the nearest code needs no lookup: the code's index is the number whose
 bits are the signs. An entropy penalty keeps the codes in use. A drop-in for
-:class:`~vqvae_lib.quantize.VectorQuantizer` (``VQVAE(quantizer={"kind": "lfq"}, num_codes=64, code_dim=6)``).
+:class:`~vqvae_lib.quantizers.vq.VectorQuantizer` (``VQVAE(quantizer={"kind": "lfq"}, num_codes=64, code_dim=6)``).
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed
-from .checkpoint import register_to_config
-from .quantize import VQOutput, check_indices, check_z_e, perplexity_from_counts
+from .. import distributed
+from ..checkpoint import register_to_config
+from .vq import ImplicitCodebook, VQOutput, check_z_e, perplexity_from_counts
 
 # The codebook entropy needs each position's distribution over all 2^D codes: beyond this it would not fit.
 MAX_CODE_DIM = 24
@@ -27,7 +27,7 @@ LOGIT_PER_UNIT = 4.0
 class _SignStraightThrough(torch.autograd.Function):
     """z_q = sign(z) (+1 where z > 0, else -1) with the gradient passed to z unchanged, and the commitment
     loss mean (z - sg[z_q])^2, in one node (one difference serves both, as in
-    :class:`~vqvae_lib.quantize.StraightThrough`). z: (B, D, H, W) float32 -> z_q (B, D, H, W), loss ()."""
+    :class:`~vqvae_lib.quantizers.vq.StraightThrough`). z: (B, D, H, W) float32 -> z_q (B, D, H, W), loss ()."""
 
     @staticmethod
     def forward(ctx, z):
@@ -63,7 +63,7 @@ def pattern_bits(code_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return selectors[0], selectors[1]
 
 
-class LFQ(nn.Module):
+class LFQ(ImplicitCodebook, nn.Module):
     """Lookup-free quantisation of ``z_e: (B, D, H, W)``, D = code_dim, K = 2^D codes (Yu et al. 2023).
 
         z_q = sign(z_e) in {-1, +1}^D  (straight-through),  index = sum_d b_d 2^d,  b_d = [z_e,d > 0]
@@ -146,11 +146,6 @@ class LFQ(nn.Module):
             mean_q = mean_q + (world - mean_q).detach()
         h_codebook = -(mean_q * torch.log(mean_q.clamp_min(LOG_FLOOR))).sum()
         return h_position, h_codebook
-
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """indices: (B, H, W) long -> code vectors (B, D, H, W)."""
-        check_indices(indices, self.num_codes)
-        return self.indices_to_codes(indices)
 
     @torch.no_grad()
     def encode(self, z_e: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ Sampling draws one code per step. With ``cache=True`` each attention layer keeps
 the slots so far (a KV cache), so a step runs the network on one new slot: O(T) work, not O(T^2).
 A class-conditional prior's start token of the null class (``labels=None``) is trained too, with
 probability ``label_dropout`` in place of the label, for ``sample(..., guidance=w)``
-(classifier-free guidance, :mod:`vqvae_lib.prior`).
-:class:`Block` takes ``causal=False`` for the bidirectional transformer of :mod:`vqvae_lib.maskgit`.
+(classifier-free guidance, :mod:`vqvae_lib.priors.base`).
+:class:`Block` takes ``causal=False`` for the bidirectional transformer of :mod:`vqvae_lib.priors.maskgit`.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import PretrainedMixin, register_to_config
-from .prior import DEFAULT_LABEL_DROPOUT, AutoregressivePrior, check_label_dropout, class_rows, draw
+from ..checkpoint import PretrainedMixin, register_to_config
+from .base import DEFAULT_LABEL_DROPOUT, AutoregressivePrior, check_label_dropout, class_rows, draw
 
 INIT_STD = 0.02  # GPT-2's initialisation of every linear and embedding weight
 MLP_RATIO = 4    # the MLP's hidden width, in multiples of embed_dim (GPT-2's)
@@ -121,7 +121,7 @@ class ConditionToken(nn.Module):
 
     Row 0 is the start token without a class: an unconditional model's only one, and a conditional model's
     null class (labels None, or a label of -1), trained with probability label_dropout in place of the
-    label (:meth:`~vqvae_lib.prior.GridPrior.training_labels`); class c is row c + 1.
+    label (:meth:`~vqvae_lib.priors.base.GridPrior.training_labels`); class c is row c + 1.
     """
 
     def __init__(self, num_classes: int | None, embed_dim: int):

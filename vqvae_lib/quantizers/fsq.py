@@ -3,7 +3,7 @@
 Each of the D channels of ``z_e: (B, D, H, W)`` is squashed into a bounded range and rounded to one of
 ``levels[d]`` integers; the code is the vector of the D rounded values, so the codebook is the fixed grid
 of prod(levels) points and nothing is learned in the quantiser: no codebook loss, no commitment to a code, no
-codebook to collapse. A drop-in for :class:`~vqvae_lib.quantize.VectorQuantizer` (``VQVAE(quantizer={"kind": "fsq",
+codebook to collapse. A drop-in for :class:`~vqvae_lib.quantizers.vq.VectorQuantizer` (``VQVAE(quantizer={"kind": "fsq",
 "levels": [4, 4, 4]}, num_codes=64, code_dim=3)``).
 
 One addition to the paper: a range loss that pulls an encoder output back once it is well past the outer level,
@@ -16,9 +16,9 @@ import math
 import torch
 from torch import nn
 
-from . import distributed
-from .checkpoint import register_to_config
-from .quantize import VQOutput, check_indices, check_z_e, perplexity_from_counts
+from .. import distributed
+from ..checkpoint import register_to_config
+from .vq import ImplicitCodebook, VQOutput, check_z_e, perplexity_from_counts
 
 # A margin on the bound's half-range: the paper's appendix A.1 has (L - 1)(1 - eps) / 2; this library, like
 # vector-quantize-pytorch, (1 + eps). Either way the outer levels are reached at finite z, since rounding
@@ -64,7 +64,7 @@ class _RoundBound(torch.autograd.Function):
         return grad_codes * (1 - t * t) * slope, None, None, None, None
 
 
-class FSQ(nn.Module):
+class FSQ(ImplicitCodebook, nn.Module):
     """Finite scalar quantisation of ``z_e: (B, D, H, W)``, D = len(levels) (Mentzer et al. 2023, sec. 3).
 
     Per channel with L = levels[d] (the paper's ``bound``, appendix A.1, up to BOUND_EPS's sign; its offset
@@ -147,11 +147,6 @@ class FSQ(nn.Module):
         """Every code, (num_codes, D), row i the code of index i: the fixed grid FSQ quantises to."""
         indices = torch.arange(self.num_codes, device=self.basis.device).view(1, -1, 1)
         return self.indices_to_codes(indices)[0, :, :, 0].t()
-
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """indices: (B, H, W) long -> code vectors (B, D, H, W)."""
-        check_indices(indices, self.num_codes)
-        return self.indices_to_codes(indices)
 
     @torch.no_grad()
     def encode(self, z_e: torch.Tensor) -> torch.Tensor:

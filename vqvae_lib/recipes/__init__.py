@@ -21,20 +21,20 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from . import distributed
-from .checkpoint import CONFIG_NAME, read_json
-from .data import iter_batches, load_images
-from .device import resolve_device
-from .maskgit import MaskedPrior
-from .metrics import encode_dataset, evaluate_vqvae
-from .pixelcnn import GatedPixelCNN
-from .presets import get_preset
-from .prior import DEFAULT_LABEL_DROPOUT
-from .quantizers import with_quantizer
-from .seeding import seeded
-from .train import evaluate, train
-from .transformer import TransformerPrior
-from .vqvae import VQVAE
+from .. import distributed
+from ..checkpoint import CONFIG_NAME, read_json
+from ..data import iter_batches, load_images
+from ..device import resolve_device
+from ..evaluation.metrics import encode_dataset, evaluate_vqvae
+from ..models.vqvae import VQVAE
+from ..presets import get_preset
+from ..priors.base import DEFAULT_LABEL_DROPOUT
+from ..priors.maskgit import MaskedPrior
+from ..priors.pixelcnn import GatedPixelCNN
+from ..priors.transformer import TransformerPrior
+from ..quantizers import with_quantizer
+from ..seeding import seeded
+from ..training.train import evaluate, train
 
 DEFAULT_SEED = 0
 DEFAULT_PRIOR = "pixelcnn"
@@ -43,7 +43,7 @@ PRIOR_KINDS = {"pixelcnn": GatedPixelCNN, "transformer": TransformerPrior, "mask
 
 
 def matched_preset(preset: dict, quantizer: str) -> dict:
-    """``preset`` with chapter 9's 6-bit quantizer ``quantizer`` (:data:`~vqvae_lib.quantizers.MATCHED_BITS`)
+    """``preset`` with chapter 9's or 11's 6-bit quantizer ``quantizer`` (:data:`~vqvae_lib.quantizers.ALL_MATCHED`)
     in its VQ-VAE."""
     return {**preset, "vqvae": {**preset["vqvae"], "model": with_quantizer(preset["vqvae"]["model"], quantizer)}}
 
@@ -134,7 +134,7 @@ def train_vqvae(data: str, preset: str | None, out, seed: int = DEFAULT_SEED, st
                 batch_size: int | None = None, quantizer: str | None = None) -> dict:
     """Train the preset's VQ-VAE on ``data``; writes the model and ``metrics.json`` to ``out``, returns the metrics.
 
-    quantizer: one of chapter 9's 6-bit quantizers (:data:`vqvae_lib.quantizers.MATCHED_BITS`) instead of
+    quantizer: one of chapters 9 and 11's 6-bit quantizers (:data:`vqvae_lib.quantizers.ALL_MATCHED`) instead of
     the preset's.
     """
     p = get_preset(preset)

@@ -1,4 +1,4 @@
-"""Chapter 9's comparison: one quantizer of :data:`~vqvae_lib.quantizers.MATCHED_BITS` in the preset's VQ-VAE.
+"""Chapters 9 and 11's comparison: one quantizer of :data:`~vqvae_lib.quantizers.ALL_MATCHED` in the preset's VQ-VAE.
 
 Every quantizer gets the same encoder and decoder (the preset's; only the 1x1 projections' widths follow the
 quantizer's channels), the same number of codes, steps, seed and batches, and a PixelCNN prior of the same
@@ -12,11 +12,11 @@ import math
 
 from torch.utils.data import TensorDataset
 
-from .bound import unigram_nats_per_image
-from .device import resolve_device
-from .metrics import encode_dataset, evaluate_vqvae
-from .recipes import build_prior, build_vqvae, matched_preset, train_settings
-from .train import evaluate, ms_per_step, train
+from ..device import resolve_device
+from ..evaluation.bound import unigram_nats_per_image
+from ..evaluation.metrics import encode_dataset, evaluate_vqvae
+from ..training.train import evaluate, ms_per_step, train
+from . import build_prior, build_vqvae, matched_preset, train_settings
 
 
 def compare_quantizer(name: str, preset: dict, train_set, test_set, seed: int, device, cache=None,

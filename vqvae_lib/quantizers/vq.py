@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed
-from .checkpoint import register_to_config
-from .seeding import generator as seeded_generator
+from .. import distributed
+from ..checkpoint import register_to_config
+from ..seeding import generator as seeded_generator
+from .projection import projection
 
 
 @dataclass
@@ -70,6 +71,18 @@ def check_indices(indices: torch.Tensor, num_codes: int, what: str = "indices") 
     if indices.numel() and (indices.min() < 0 or indices.max() >= num_codes):
         raise ValueError(f"{what} must lie in [0, {num_codes}), got range "
                          f"[{int(indices.min())}, {int(indices.max())}]")
+
+
+class ImplicitCodebook:
+    """``lookup`` for a quantizer whose code is computed from its index (FSQ, LFQ): no table is stored, the
+    subclass's ``indices_to_codes(indices: (B, H, W)) -> (B, D, H, W)`` makes the codes."""
+
+    num_codes: int
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices: (B, H, W) long -> code vectors (B, D, H, W)."""
+        check_indices(indices, self.num_codes)
+        return self.indices_to_codes(indices)
 
 
 class StraightThrough(torch.autograd.Function):
@@ -227,6 +240,13 @@ class VectorQuantizer(nn.Module):
       to its code (:class:`RotationTrick`, Fifty et al. 2024) instead of unchanged (straight-through).
       The forward value, the codebook and commitment losses and the EMA updates are the same.
 
+    A cosine, low-dimensional lookup (Yu et al. 2022, ViT-VQGAN, sec. 3.2):
+      lookup_dim: d < D: a 1x1 projection takes z_e to d channels, the codes are (K, d), and a second
+        projection takes the chosen code back to D channels: z_q = project_out(e). None: d = D, no projections.
+      l2_normalize: the (projected) z_e and every code are scaled to unit length before the lookup, so the
+        nearest code is the one of highest cosine similarity; the codebook and commitment losses are
+        measured between unit vectors, in the d-dimensional lookup space.
+
     Options against codebook collapse:
       kmeans_init: set the codes by k-means on the first training batch.
       restart_after: a code unused for this many training steps is reset to a random encoder
@@ -244,17 +264,23 @@ class VectorQuantizer(nn.Module):
     @register_to_config
     def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, ema: bool = False,
                  decay: float = 0.99, eps: float = 1e-5, kmeans_init: bool = False, restart_after: int = 0,
-                 seed: int = 0, rotation_trick: bool = False):
+                 seed: int = 0, rotation_trick: bool = False, l2_normalize: bool = False,
+                 lookup_dim: int | None = None):
         super().__init__()
         if num_codes < 1 or code_dim < 1:
             raise ValueError(f"num_codes and code_dim must be positive, got {num_codes}, {code_dim}")
+        if lookup_dim is not None and (isinstance(lookup_dim, bool) or not isinstance(lookup_dim, int)
+                                       or not 1 <= lookup_dim <= code_dim):
+            raise ValueError(f"lookup_dim must be None or an integer in [1, code_dim={code_dim}], got {lookup_dim!r}")
         self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
         self.ema, self.decay, self.eps = ema, decay, eps
         self.kmeans_init, self.restart_after, self.seed = kmeans_init, restart_after, seed
-        self.rotation_trick = rotation_trick
-        init = torch.empty(num_codes, code_dim).uniform_(-1 / num_codes, 1 / num_codes,
-                                                         generator=seeded_generator(seed))
-        self.codebook = nn.Parameter(init, requires_grad=not ema)
+        self.rotation_trick, self.l2_normalize = rotation_trick, l2_normalize
+        self.lookup_dim = code_dim if lookup_dim is None else lookup_dim
+        draws = seeded_generator(seed)  # the codes first, then any projections
+        self.init_codes(draws)
+        self.project_in = projection(code_dim, self.lookup_dim, draws)
+        self.project_out = projection(self.lookup_dim, code_dim, draws)
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps_unused", torch.zeros(num_codes, dtype=torch.long))
         self.register_buffer("num_updates", torch.tensor(0))  # training forward passes so far
@@ -264,38 +290,57 @@ class VectorQuantizer(nn.Module):
             self.register_buffer("ema_count", torch.ones(num_codes))
             self.register_buffer("ema_sum", self.codebook.detach().clone())
 
+    def init_codes(self, generator: torch.Generator) -> None:
+        """The learnt codebook (K, d), uniform in +-1/K, from ``generator`` (a subclass builds its codes otherwise)."""
+        init = torch.empty(self.num_codes, self.lookup_dim).uniform_(-1 / self.num_codes, 1 / self.num_codes,
+                                                                     generator=generator)
+        self.codebook = nn.Parameter(init, requires_grad=not self.ema)
+
+    def codes(self) -> torch.Tensor:
+        """The codes looked up: (K, d), the codebook, scaled to unit length with ``l2_normalize``."""
+        return F.normalize(self.codebook, dim=1) if self.l2_normalize else self.codebook
+
+    def to_lookup_space(self, z_e: torch.Tensor) -> torch.Tensor:
+        """z_e: (B, D, H, W) -> (B, d, H, W) float32: projected to d channels, unit length with ``l2_normalize``."""
+        z = self.project_in(z_e.float())
+        return F.normalize(z, dim=1) if self.l2_normalize else z
+
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """indices: (B, H, W) long -> code vectors (B, D, H, W)."""
+        """indices: (B, H, W) long -> code vectors (B, D, H, W) (projected back to D channels)."""
         check_indices(indices, self.num_codes)
-        return F.embedding(indices, self.codebook).permute(0, 3, 1, 2)
+        return self.project_out(F.embedding(indices, self.codes()).permute(0, 3, 1, 2))
 
     @torch.no_grad()
     def encode(self, z_e: torch.Tensor) -> torch.Tensor:
         """z_e: (B, D, H, W) -> indices (B, H, W) long, the nearest code at each position (no update)."""
-        B, D, H, W = z_e.shape
-        flat = z_e.float().permute(0, 2, 3, 1).reshape(-1, D)
-        return nearest_code(flat, self.codebook.float()).view(B, H, W)
+        check_z_e(z_e, self.code_dim)
+        z = self.to_lookup_space(z_e)
+        B, d, H, W = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        return nearest_code(flat, self.codes().float()).view(B, H, W)
 
     def forward(self, z_e: torch.Tensor) -> VQOutput:
         if z_e.dim() != 4 or z_e.shape[1] != self.code_dim:
             raise ValueError(f"z_e must be (B, {self.code_dim}, H, W), got {tuple(z_e.shape)}")
-        B, D, H, W = z_e.shape
         # Distances and codebook statistics in float32 even under autocast: bf16 argmins flip.
         with torch.autocast(z_e.device.type, enabled=False):
-            z = z_e.float()
+            z = self.to_lookup_space(z_e)
+            B, d, H, W = z.shape
             with torch.no_grad():
-                flat = z.permute(0, 2, 3, 1).reshape(-1, D)
+                flat = z.permute(0, 2, 3, 1).reshape(-1, d)
                 if self.training:
                     self._maybe_init(flat)
-                idx = nearest_code(flat, self.codebook)
+                idx = nearest_code(flat, self.codes())
                 counts = torch.bincount(idx, minlength=self.num_codes)
                 if self.training:
                     distributed.all_reduce_sum_(counts)  # the global batch's usage
                     self._update(flat, idx, counts)
             idx = idx.view(B, H, W)
-            z_q, codebook_loss, commitment_loss = StraightThrough.apply(z, self.codebook, idx)
+            # the codes after any EMA update or restart; with a computed codebook (SimVQ) the gradient flows on
+            z_q, codebook_loss, commitment_loss = StraightThrough.apply(z, self.codes(), idx)
             if self.rotation_trick:  # same value e; only the gradient z_q passes to z_e changes
                 z_q = RotationTrick.apply(z, z_q.detach())
+            z_q = self.project_out(z_q)
             loss = self.beta * commitment_loss if self.ema else codebook_loss + self.beta * commitment_loss
         return VQOutput(z_q.to(z_e.dtype), idx, codebook_loss, commitment_loss, loss,
                         perplexity_from_counts(counts))

@@ -1,7 +1,7 @@
 """A small convolutional Gaussian VAE (Kingma and Welling 2014) for the first chapter.
 
 q(z|x) = N(mu(x), diag(exp(logvar(x)))), p(z) = N(0, I), and p(x|z) a discretised logistic over the 256
-levels of each pixel of the 8-bit image (:mod:`vqvae_lib.likelihood`), the decoder predicting its mean and
+levels of each pixel of the 8-bit image (:mod:`vqvae_lib.models.likelihood`), the decoder predicting its mean and
 log-scale per pixel. The likelihood is a normalised distribution over the discrete images, so
 ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x) holds for the 8-bit data itself; the loss is its
 negative in nats per image, the two terms returned separately.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checkpoint import PretrainedMixin, register_to_config
+from ..checkpoint import PretrainedMixin, register_to_config
 from .inputs import check_images
 from .likelihood import discretized_logistic_mean, discretized_logistic_nll
 
@@ -80,7 +80,7 @@ class VAE(nn.Module, PretrainedMixin):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless x is a non-empty (B, in_channels, S, S) batch of finite floats of the
-        weights' dtype (see :func:`vqvae_lib.inputs.check_images`), S the image_size the model was built for."""
+        weights' dtype (see :func:`vqvae_lib.models.inputs.check_images`), S the image_size the model was built for."""
         check_images(x, self.in_channels, next(self.parameters()).dtype)
         expected = (self.in_channels, self.image_size, self.image_size)
         if tuple(x.shape[1:]) != expected:

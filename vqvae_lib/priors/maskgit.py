@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import PretrainedMixin, register_to_config
-from .prior import DEFAULT_LABEL_DROPOUT, GridPrior, draw
+from ..checkpoint import PretrainedMixin, register_to_config
+from .base import DEFAULT_LABEL_DROPOUT, GridPrior, draw
 from .transformer import build_grid_transformer
 
 MASKGIT_CHOICE_TEMPERATURE = 4.5  # MaskGIT's scale of the Gumbel noise on the confidences, annealed to 0
@@ -59,7 +59,7 @@ def random_mask(batch: int, height: int, width: int, generator: torch.Generator 
     """MaskGIT's training masks: (batch, height, width) bool, True where a code is hidden.
 
     Per example r ~ U(0, 1) and max(1, floor(T * cos(pi/2 * r))) of the T positions, chosen uniformly,
-    are masked. generator None draws from torch's global RNG (inside :func:`vqvae_lib.train.train`, which
+    are masked. generator None draws from torch's global RNG (inside :func:`vqvae_lib.training.train.train`, which
     seeds it).
     """
     total = height * width
@@ -97,7 +97,7 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
     training_step: cross-entropy on the masked positions (``masked_nll``, nats per masked code; not a
       likelihood). sample(n, (h, w), labels, temperature, generator, steps=8, guidance=0.0) -> (n, h, w) long.
     A label of -1 (or labels None) is the null class, trained with probability label_dropout in place of
-    the label (classifier-free guidance, :mod:`vqvae_lib.prior`).
+    the label (classifier-free guidance, :mod:`vqvae_lib.priors.base`).
     """
 
     @register_to_config
@@ -145,9 +145,9 @@ class MaskedPrior(nn.Module, GridPrior, PretrainedMixin):
     def training_step(self, batch) -> dict:
         """MaskGIT's loss on a batch (indices (B, H, W), labels (B,)): ``masked_nll`` under random masks.
 
-        Training (``train()``) draws the masks from torch's global RNG, which :func:`vqvae_lib.train.train`
+        Training (``train()``) draws the masks from torch's global RNG, which :func:`vqvae_lib.training.train.train`
         seeds around its loop (as for the VAE's noise), so a run is reproducible. In eval mode
-        (:func:`vqvae_lib.train.evaluate`) the masks come from a generator seeded with EVAL_MASK_SEED on
+        (:func:`vqvae_lib.training.train.evaluate`) the masks come from a generator seeded with EVAL_MASK_SEED on
         every call: a test loss is repeatable and the global RNG is not touched. Training also drops each
         label to the null class with probability label_dropout (:meth:`GridPrior.training_labels`, drawn
         after the masks); eval mode keeps every label.

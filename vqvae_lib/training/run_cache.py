@@ -59,7 +59,7 @@ def library_classes_only(model: torch.nn.Module) -> bool:
 def run_fingerprint(model: torch.nn.Module, train_data, eval_data, settings: dict) -> str | None:
     """A hex name for the run, or None when it cannot be named safely (see the module docstring).
 
-    settings: every argument of :func:`vqvae_lib.train.train` that changes the result, JSON-serialisable.
+    settings: every argument of :func:`vqvae_lib.training.train.train` that changes the result, JSON-serialisable.
     """
     if not hasattr(model, "config") or not library_classes_only(model):
         return None

@@ -21,7 +21,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from .quantize import check_indices
+from ..quantizers.vq import check_indices
 
 # The null class: a label of -1 in a batch given to ``forward`` means "no label" for that row, as
 # ``labels=None`` means for every row. A class table with a null class keeps it in row 0, class c in c + 1.
@@ -123,7 +123,7 @@ class GridPrior:
         mode (classifier-free guidance's training, so that the null class learns the unconditional model).
 
         The draws come from torch's global RNG, on the CPU (the same on any device), which
-        :func:`vqvae_lib.train.train` seeds around its loop; none is made in eval mode (a test loss is
+        :func:`vqvae_lib.training.train.train` seeds around its loop; none is made in eval mode (a test loss is
         computed with every label) or when label_dropout is 0 (the run is the one without a null class).
         """
         if not self.num_classes:

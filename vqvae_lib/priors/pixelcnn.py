@@ -12,7 +12,7 @@ only its own horizontal stack, from small caches, instead of a full pass over th
 
 A class-conditional prior's class embedding has one more row, the null class (row 0), trained with
 probability ``label_dropout`` in place of the label; ``labels=None`` samples from it, and
-``sample(..., guidance=w)`` applies classifier-free guidance (:mod:`vqvae_lib.prior`).
+``sample(..., guidance=w)`` applies classifier-free guidance (:mod:`vqvae_lib.priors.base`).
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import PretrainedMixin, register_to_config
-from .prior import DEFAULT_LABEL_DROPOUT, AutoregressivePrior, check_label_dropout, class_rows, draw
+from ..checkpoint import PretrainedMixin, register_to_config
+from .base import DEFAULT_LABEL_DROPOUT, AutoregressivePrior, check_label_dropout, class_rows, draw
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -75,7 +75,7 @@ class GatedLayer(nn.Module):
     v: (B, C, H, W), the vertical stack: at row i it has seen rows <= i (any column within reach).
     h: (B, C, H, W), the horizontal stack: at (i, j) it has seen (i, <j) (first layer) or (i, <=j),
        plus the vertical stack shifted down one row, i.e. rows < i.
-    class_embed: (num_classes + 1) rows of 2C, row 0 the null class (:func:`~vqvae_lib.prior.class_rows`).
+    class_embed: (num_classes + 1) rows of 2C, row 0 the null class (:func:`~vqvae_lib.priors.base.class_rows`).
     """
 
     def __init__(self, channels: int, kernel_size: int, first: bool, num_classes: int | None):
@@ -152,7 +152,7 @@ class GatedLayer(nn.Module):
 
 class GatedPixelCNN(nn.Module, AutoregressivePrior, PretrainedMixin):
     """Gated PixelCNN prior over code grids (input checks, ``nll``, ``bits_per_code`` and ``training_step``
-    from :class:`~vqvae_lib.prior.AutoregressivePrior`).
+    from :class:`~vqvae_lib.priors.base.AutoregressivePrior`).
 
     forward(indices: (B, H, W) long, labels: (B,) long | None) -> logits (B, K, H, W); a label of -1 (or
       labels None) is the null class. sample(n, shape=(h, w), labels, guidance=w) -> (n, h, w) long, drawn

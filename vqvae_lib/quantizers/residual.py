@@ -1,6 +1,6 @@
 """Residual vector quantisation (Zeghidour et al. 2021, "SoundStream: An End-to-End Neural Audio Codec", algorithm 1).
 
-A stack of Q :class:`~vqvae_lib.quantize.VectorQuantizer` stages of K codes each. Stage 0 quantises the
+A stack of Q :class:`~vqvae_lib.quantizers.vq.VectorQuantizer` stages of K codes each. Stage 0 quantises the
 encoder output, every later stage what the stages before it left over:
 
     r_0 = z_e,   i_s = nearest code of r_s in codebook s,   e_s = codebook_s[i_s],   r_{s+1} = r_s - e_s
@@ -22,10 +22,10 @@ import inspect
 import torch
 from torch import nn
 
-from . import distributed
-from .checkpoint import register_to_config
-from .quantize import VectorQuantizer, VQOutput, check_indices, check_z_e, perplexity_from_counts
-from .seeding import stream_seed
+from .. import distributed
+from ..checkpoint import register_to_config
+from ..seeding import stream_seed
+from .vq import VectorQuantizer, VQOutput, check_indices, check_z_e, perplexity_from_counts
 
 # The joint index space K^Q is what the priors' embeddings and logits and the usage counts are as wide as:
 # beyond this many joint codes a prior over the joint index is not a sensible model.

@@ -20,12 +20,12 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import distributed
-from .checkpoint import read_json, read_safetensors
-from .data import get_batch, iter_batches
-from .device import autocast, resolve_device
+from .. import distributed
+from ..checkpoint import read_json, read_safetensors
+from ..data import get_batch, iter_batches
+from ..device import autocast, resolve_device
+from ..seeding import generator, seeded
 from .run_cache import finished, run_fingerprint
-from .seeding import generator, seeded
 
 
 @dataclass
@@ -47,7 +47,7 @@ class History:
 
     def plot(self, keys=None, axes=None, title: str | None = None):
         """One panel per logged quantity, train and eval curves against the step. Returns the figure."""
-        from .viz import plot_history
+        from ..viz import plot_history
         return plot_history(self, keys=keys, axes=axes, title=title)
 
 
@@ -137,7 +137,7 @@ def train(model, train_data: Dataset, *, steps: int, batch_size: int = 64, lr: f
     bf16: on CUDA, run the forward pass under bf16 autocast (False: float32 throughout).
     checkpoint_dir: where ``checkpoint_every`` steps (and at the end) the model, optimiser, RNG and
       history are written (safetensors + JSON). ``resume=True`` continues from it to the same result.
-    cache: a folder of finished runs (:mod:`vqvae_lib.run_cache`): a run already there under this
+    cache: a folder of finished runs (:mod:`vqvae_lib.training.run_cache`): a run already there under this
       run's fingerprint is loaded, weights and history, instead of trained; otherwise it trains and is
       stored there. Single-process only; not with checkpoint_dir, resume or history.
     A non-finite loss stops training with a FloatingPointError; the last good checkpoint is kept.

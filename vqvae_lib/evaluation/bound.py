@@ -3,7 +3,7 @@
 The encoder's posterior q(z | x) is one-hot on the nearest codes z_q, so the ELBO's KL term is
 KL(q || p(z)) = -log p(z_q) and ``-log p(x) <= -log p(x | z_q) - log p(z_q)``: a decoder term plus a
 prior term, both in nats per image. The VQ-VAE's decoder gives a mean image only; here ``p(x | z)`` is the
-discretised logistic over the 256 grey levels around it (:mod:`vqvae_lib.likelihood`), with one log-scale
+discretised logistic over the 256 grey levels around it (:mod:`vqvae_lib.models.likelihood`), with one log-scale
 per channel, or one per pixel (``per_pixel=True``), fitted by maximum likelihood on the training split. Any
 scale chosen without looking at the test split gives a valid bound on it; the fitted one is the tightest of
 its family on the training split.
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from .data import iter_batches
-from .device import resolve_device
-from .likelihood import (
+from ..data import iter_batches
+from ..device import resolve_device
+from ..models.likelihood import (
     NUM_LEVELS,
     _levels,
     _log_bin_prob,
@@ -27,7 +27,7 @@ from .likelihood import (
     discretized_logistic_pixel_nll,
     summed_log_bin_prob,
 )
-from .quantize import check_indices
+from ..quantizers.vq import check_indices
 
 EVAL_BATCH = 256
 # The grid search for the decoder's log-scale: from far below one grey level (log(1/255) = -5.5) to far

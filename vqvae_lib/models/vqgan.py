@@ -28,13 +28,13 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import distributed
-from .checkpoint import PretrainedMixin, register_to_config
-from .data import get_batch
-from .device import autocast, resolve_device
-from .run_cache import finished, library_classes_only, run_fingerprint, tensors_digest
-from .seeding import seeded
-from .train import History, batch_order, evaluate, load_model_and_history
+from .. import distributed
+from ..checkpoint import PretrainedMixin, register_to_config
+from ..data import get_batch
+from ..device import autocast, resolve_device
+from ..seeding import seeded
+from ..training.run_cache import finished, library_classes_only, run_fingerprint, tensors_digest
+from ..training.train import History, batch_order, evaluate, load_model_and_history
 from .vqvae import VQVAE, VQVAEOutput
 
 # ---------------------------------------------------------------- the patch discriminator
@@ -209,7 +209,7 @@ class PerceptualLoss(nn.Module):
     (:meth:`distance` gives the (B,) per-image values).
 
     ``feature_net`` exposes ``feature_maps(x) -> [(B, C_l, H_l, W_l), ...]``, e.g.
-    :meth:`vqvae_lib.sample_quality.DigitClassifier.feature_maps`; it is frozen here, in place (no gradients
+    :meth:`vqvae_lib.evaluation.sample_quality.DigitClassifier.feature_maps`; it is frozen here, in place (no gradients
     to its weights, eval mode, which ``train()`` does not undo). Images are clamped to [0, 1] first, the range
     the classifier was trained on, so a decoded pixel outside it gets its gradient from the other terms only.
 
@@ -223,7 +223,7 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         if not callable(getattr(feature_net, "feature_maps", None)):
             raise TypeError(f"the feature net must have a feature_maps(x) method, {type(feature_net).__name__} "
-                            f"has none (e.g. vqvae_lib.sample_quality.DigitClassifier)")
+                            f"has none (e.g. vqvae_lib.evaluation.sample_quality.DigitClassifier)")
         self.feature_net = feature_net.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):
@@ -292,7 +292,7 @@ DISC_WEIGHT = 0.8  # taming's released configs (imagenet_vqgan.yaml, custom_vqga
 
 
 class VQGAN(nn.Module, PretrainedMixin):
-    """A :class:`~vqvae_lib.vqvae.VQVAE` generator and a :class:`PatchDiscriminator`, with the loss settings.
+    """A :class:`~vqvae_lib.models.vqvae.VQVAE` generator and a :class:`PatchDiscriminator`, with the loss settings.
 
     vqvae: the generator's VQVAE config (its constructor's keywords; None: VQVAE's defaults);
       :meth:`from_vqvae` starts from a built VQVAE instead, its weights included.
@@ -305,7 +305,7 @@ class VQGAN(nn.Module, PretrainedMixin):
     perceptual_weight: the factor on the perceptual term, taming's 1.0.
 
     The generator's loss (:meth:`generator_loss`) keeps the VQ-VAE's reconstruction term, the NMSE, where
-    taming has L1: the chapters' NMSE numbers (:func:`vqvae_lib.metrics.evaluate_vqvae`) keep their meaning
+    taming has L1: the chapters' NMSE numbers (:func:`vqvae_lib.evaluation.metrics.evaluate_vqvae`) keep their meaning
     and the only change from a VQ-VAE is the two added terms; the adaptive weight scales the adversarial
     term to whatever reconstruction loss is used.
 
@@ -475,18 +475,20 @@ def train_vqgan(model: VQGAN, train_data: Dataset, *, steps: int, batch_size: in
                 disc_lr: float | None = None, betas: tuple = ADAM_BETAS, perceptual=None, seed: int = 0,
                 log_every: int = 10, eval_data: Dataset | None = None, eval_every: int = 0, progress: bool = True,
                 device=None, bf16: bool = True, cache=None) -> History:
-    """Train a VQGAN for ``steps`` steps; returns the :class:`~vqvae_lib.train.History` (model left in eval mode).
+    """Train a VQGAN for ``steps`` steps; returns the :class:`~vqvae_lib.training.train.History` (the model left
+    in eval mode).
 
     Each step: a generator update (Adam on the encoder, codebook and decoder: :meth:`VQGAN.generator_loss`),
     then, from ``model.disc_start`` on, a discriminator update (Adam on its weights, ``disc_lr``, default
     ``lr``: :meth:`VQGAN.discriminator_loss` on this step's reconstructions, computed before the generator's
     update: no second forward pass, and an EMA codebook moves once per step).
     perceptual: None, a loss module ``(x_recon, x) -> ()`` such as :class:`PerceptualLoss`, or "lpips".
-    The batches are :func:`vqvae_lib.train.train`'s for the same seed (:func:`~vqvae_lib.train.batch_order`),
+    The batches are :func:`~vqvae_lib.training.train.train`'s for the same seed
+    (:func:`~vqvae_lib.training.train.batch_order`),
     the global RNG is seeded and restored as there, and with bf16 the forward passes run under bf16 autocast on
     CUDA. Logged: every term of ``generator_loss`` and "disc_loss" (0 before disc_start); eval_data, every
-    ``eval_every`` steps: the generator's VQ-VAE scalars (:func:`vqvae_lib.train.evaluate`).
-    cache: as :func:`~vqvae_lib.train.train`'s, a folder of finished runs; a run whose perceptual loss is not a
+    ``eval_every`` steps: the generator's VQ-VAE scalars (:func:`vqvae_lib.training.train.evaluate`).
+    cache: as :func:`~vqvae_lib.training.train.train`'s, a folder of finished runs; a run whose perceptual loss is not a
     :class:`PerceptualLoss` over a library network (LPIPS) is trained, not cached. Single process only.
     """
     if steps < 0 or batch_size < 1 or len(train_data) == 0:
