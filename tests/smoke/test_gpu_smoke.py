@@ -5,7 +5,7 @@ batch sizes of the gpu preset and cuts every step budget and sample count to a f
 chapter in seconds to a minute; a shape, memory-layout or dtype error of the gpu sizes stops the chapter.
 The chapters run in book order in a scratch copy of notebooks/, so nothing here touches the stored outputs
 or the ci runs. `make smoke` runs two groups side by side (pytest-xdist, one worker and one CPU thread
-each): chapters 4-8 (5-8 load chapter 5's model from their scratch runs/), then 10; and the others. Chapter
+each): chapters 5-8, which load chapter 5's model from their scratch runs/, then 10; and the others. Chapter
 10's gpu data set, CIFAR-10, is replaced by a 40-image stand-in in its schema ($VQVAE_LOCAL_DATA).
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-# One worker runs these, in this order (6-8 load chapter 5's model; 4 before them, 10 after them); the other
+# One worker runs these, in this order (6-8 load chapter 5's model), and chapter 10 after them; the other
 # worker the rest: about the same time each.
-ONE_WORKER = ("04", "05", "06", "07", "08", "10")
+ONE_WORKER = ("05", "06", "07", "08", "10")
 
 
 @pytest.fixture(scope="module")
