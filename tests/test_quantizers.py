@@ -61,7 +61,7 @@ def test_command_line_trains_any_quantizer(tmp_path, capsys):
 
 def test_a_comparison_row_trains_the_model_and_its_prior(data, tmp_path):
     preset = get_preset("ci")
-    preset["quantizer_comparison"] = dict(steps=3, prior_steps=2, seeds=[0])
+    preset["quantizer_comparison"] = dict(steps=3, prior_steps=2, seeds=[0], timed_steps=1)
     row = compare_quantizer("lfq", preset, data, data, seed=0, device="cpu", cache=tmp_path, progress=False)
     assert row["num_codes"] == SIX_BITS and 1 <= row["codes_used"] <= SIX_BITS
     assert 0 < row["prior_bits_per_code"] and row["ms_per_step"] > 0 and row["nmse"] > 0

@@ -32,6 +32,8 @@ CLASSIFIER = dict(channels=16, feature_dim=64)
 # 0.23-0.25 for the transformer (seeds 0-2) and from 0.27-0.32 to 0.26 for the PixelCNN (seeds 0-1), at no
 # extra cost; the test bits per code moved by at most 0.04.
 PRIOR_LR_DECAY = 0.3
+# chapters 8 and 9's time per training step: the median of this many steps (training.train.ms_per_step)
+TIMED_STEPS = 5
 # ci's transformer and MaskGIT, sized for 2 CPU threads, each choice measured side by side at ci's budget:
 # - 2 heads of 32 channels, not 4 of 16 (the same parameters): PyTorch's fused CPU attention kernel ran no
 #   faster on 2 threads than on one, and fewer, wider heads took a training step from 55 to 48 ms (transformer)
@@ -100,10 +102,11 @@ PRESETS = {
         "experiments": dict(remedy_steps=400, comparison_steps=600),
         # chapter 8: samples per prior for the Fréchet distances and for the naive-against-cached timing, and
         # the test grids of MaskGIT's exact raster-order likelihood (T passes per grid; the split has 500)
-        "prior_comparison": dict(samples=500, timing_samples=32, likelihood_grids=128, random_order_draws=4),
+        "prior_comparison": dict(samples=500, timing_samples=32, likelihood_grids=128, random_order_draws=4,
+                                 timed_steps=TIMED_STEPS),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=300, batch_size=64, lr=2e-3)},
         # chapter 9: every quantizer's VQ-VAE and the prior on its codes, per seed
-        "quantizer_comparison": dict(steps=250, prior_steps=50, seeds=[0, 1, 2]),
+        "quantizer_comparison": dict(steps=250, prior_steps=50, seeds=[0, 1, 2], timed_steps=TIMED_STEPS),
         # chapter 11: codes used against codebook size, in chapter 9's model (the test split has 24,500 code
         # positions: at K = 4,096, independent uniform draws would cover 99.75 % of the codes). 60 steps, not
         # chapter 9's 250: at K = 4,096 one IBQ step costs about 4 VQ steps, and `make test` runs the chapter
@@ -122,10 +125,11 @@ PRESETS = {
                               "train": dict(steps=1500, batch_size=64, lr=1e-3, lr_decay=PRIOR_LR_DECAY)}},
         "vae": {"model": dict(latent_dim=16, hidden_channels=32), "train": dict(steps=1500, batch_size=64, lr=2e-3)},
         "experiments": dict(remedy_steps=1500, comparison_steps=1500),
-        "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16),
+        "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16,
+                                 timed_steps=TIMED_STEPS),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
         # 600 + 300 steps: at 1,500 + 600 chapter 9 ran past 30 minutes on 2 cores (benchmarks/chapter_times.py)
-        "quantizer_comparison": dict(steps=600, prior_steps=300, seeds=[0, 1, 2]),
+        "quantizer_comparison": dict(steps=600, prior_steps=300, seeds=[0, 1, 2], timed_steps=TIMED_STEPS),
         "codebook_usage": dict(steps=200, num_codes=[64, 512, 4096, 8192], seeds=[0, 1, 2]),
         "colour": CPU_COLOUR,
     },
@@ -142,9 +146,10 @@ PRESETS = {
                               "train": dict(steps=10000, batch_size=128, lr=5e-4, lr_decay=PRIOR_LR_DECAY)}},
         "vae": {"model": dict(latent_dim=32, hidden_channels=64), "train": dict(steps=5000, batch_size=128, lr=1e-3)},
         "experiments": dict(remedy_steps=3000, comparison_steps=5000),
-        "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16),
+        "prior_comparison": dict(samples=500, timing_samples=64, likelihood_grids=500, random_order_draws=16,
+                                 timed_steps=TIMED_STEPS),
         "classifier": {"model": CLASSIFIER, "train": dict(steps=600, batch_size=64, lr=2e-3)},
-        "quantizer_comparison": dict(steps=5000, prior_steps=3000, seeds=[0, 1, 2]),
+        "quantizer_comparison": dict(steps=5000, prior_steps=3000, seeds=[0, 1, 2], timed_steps=TIMED_STEPS),
         "codebook_usage": dict(steps=2000, num_codes=[64, 1024, 4096, 16384], seeds=[0, 1, 2]),
         "colour": GPU_COLOUR,
     },
@@ -155,13 +160,16 @@ PRESETS = {
 # decay to happen, enough samples for a batch statistic (a Fréchet distance needs a covariance).
 SMOKE_STEPS = 4
 SMOKE_SAMPLES = 16
+SMOKE_REPEATS = 1  # a timing's steps, the random-order bound's draws per grid: one shows the code runs
 STEP_BUDGETS = ("steps", "remedy_steps", "comparison_steps", "prior_steps", "shared_steps")
-SAMPLE_COUNTS = ("samples", "timing_samples", "likelihood_grids", "random_order_draws")
+SAMPLE_COUNTS = ("samples", "timing_samples", "likelihood_grids")
+REPEATS = ("timed_steps", "random_order_draws")
 
 
 def smoke(preset: dict) -> dict:
-    """``preset`` with every step budget cut to SMOKE_STEPS, every sample count to SMOKE_SAMPLES, the seeds to the
-    first and a list of codebook sizes to its smallest and largest; model sizes and batch sizes unchanged."""
+    """``preset`` with every step budget cut to SMOKE_STEPS, every sample count to SMOKE_SAMPLES, every repeat to
+    SMOKE_REPEATS, the seeds to the first and a list of codebook sizes to its largest (the one whose memory a GPU
+    must hold); model sizes and batch sizes unchanged."""
     def cut(node):
         if not isinstance(node, dict):
             return node
@@ -171,10 +179,12 @@ def smoke(preset: dict) -> dict:
                 value = min(value, SMOKE_STEPS)
             elif key in SAMPLE_COUNTS:
                 value = min(value, SMOKE_SAMPLES)
+            elif key in REPEATS:
+                value = min(value, SMOKE_REPEATS)
             elif key == "seeds":
                 value = value[:1]
-            elif key == "num_codes" and isinstance(value, list):  # chapter 11's sweep: its ends
-                value = [value[0], value[-1]]
+            elif key == "num_codes" and isinstance(value, list):  # chapter 11's sweep
+                value = value[-1:]
             out[key] = cut(value)
         return out
 

@@ -9,16 +9,18 @@ as well, straight-through on the one-hot:
 
 Its value is e_i exactly, since p - sg[p] is exactly zero. The encoder's gradient is that of p C (through the
 logits), not the decoder's gradient copied as in straight-through VQ. The codebook's gradient is that of
-(h + p - sg[p]) C: the chosen code gets the decoder's gradient directly, and every code a share through p, in
-proportion to its probability.
+(h + p - sg[p]) C: the chosen code gets the decoder's gradient g directly, and every code k a share through
+the logits, p_k (g . (e_k - e_bar)) z with e_bar = sum_j p_j e_j: weighted by its probability and by how much
+moving z_q toward it would change the loss, so not in proportion to its probability alone.
 
 The loss: the VQ terms, codebook_loss + beta * commitment_loss (chapter 2's, with the chosen code e_i), plus the
 index term mean ||z_q - z_e||^2 (reported as ``terms["index_loss"]``), whose gradient reaches every code and the
 encoder through p. The authors' code (TencentARC/SEED-Voken, src/IBQ/modules/vqvae/quantize.py) weights the two VQ
 terms the other way round (1 on the commitment, beta on the codebook), and their ImageNet configurations add an
-entropy penalty over the softmax and an EMA of the weights; the library keeps the book's weighting and leaves the
-other two out, so that IBQ differs from VQ only by the index term and the gradient path. Beyond VQ's N x K
-distances it keeps an N x K softmax for the backward pass and sends a gradient to all K codes.
+entropy penalty over the softmax and an exponential moving average of the model's weights; the library keeps the
+book's weighting and leaves the other two out, so that IBQ differs from VQ only by the index term and the gradient
+path. Beyond VQ's N x K distances it keeps an N x K softmax for the backward pass and sends a gradient to all K
+codes.
 """
 from __future__ import annotations
 
@@ -47,7 +49,6 @@ class IBQ(nn.Module):
         # codes at a test NMSE of 0.445, against 30 codes and 0.244 from N(0, 1)
         self.codebook = nn.Parameter(torch.randn(num_codes, code_dim, generator=seeded_generator(seed)))
 
-
     def codes(self) -> torch.Tensor:
         """(K, D): the codebook (the same method as VectorQuantizer's)."""
         return self.codebook
@@ -57,19 +58,24 @@ class IBQ(nn.Module):
         check_indices(indices, self.num_codes)
         return F.embedding(indices, self.codebook).permute(0, 3, 1, 2)
 
+    def flat_logits(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_e: (B, D, H, W) -> (flat, logits): the positions as rows (N, D), N = B H W, and their dot products
+        with every code (N, K), both in float32; positions as rows, so a softmax runs over contiguous memory."""
+        flat = z_e.float().permute(0, 2, 3, 1).reshape(-1, self.code_dim)
+        return flat, flat @ self.codebook.float().t()
+
     @torch.no_grad()
     def encode(self, z_e: torch.Tensor) -> torch.Tensor:
         """z_e: (B, D, H, W) -> indices (B, H, W) long, the code of highest dot product at each position."""
         check_z_e(z_e, self.code_dim)
-        return torch.einsum("bdhw,kd->bkhw", z_e.float(), self.codebook.float()).argmax(1)
+        B, _, H, W = z_e.shape
+        return self.flat_logits(z_e)[1].argmax(1).view(B, H, W)
 
     def forward(self, z_e: torch.Tensor) -> VQOutput:
         check_z_e(z_e, self.code_dim)
         with torch.autocast(z_e.device.type, enabled=False):  # the softmax and the losses in float32
-            z = z_e.float()
-            B, D, H, W = z.shape
-            flat = z.permute(0, 2, 3, 1).reshape(-1, D)
-            logits = flat @ self.codebook.t()  # (N, K), positions as rows: the softmax runs over contiguous memory
+            B, D, H, W = z_e.shape
+            flat, logits = self.flat_logits(z_e)
             p = logits.softmax(1)
             indices = logits.detach().argmax(1)
             e = self.codebook.index_select(0, indices)  # (N, D), the chosen codes; gradient to those rows alone

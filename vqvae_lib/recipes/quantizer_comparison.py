@@ -30,7 +30,7 @@ def compare_quantizer(name: str, preset: dict, train_set, test_set, seed: int, d
     budget = preset["quantizer_comparison"]
     settings = train_settings(p, "vqvae", budget["steps"])
     model = build_vqvae(p, train_set, seed)
-    step_ms = ms_per_step(model, train_set, settings["batch_size"], device)
+    step_ms = ms_per_step(model, train_set, settings["batch_size"], device, budget["timed_steps"])
     train(model, train_set, **settings, seed=seed, device=device, cache=cache, progress=progress)
     figures = evaluate_vqvae(model, test_set, device=device)
     codes = {split: TensorDataset(encode_dataset(model, data, device=device), data.labels)

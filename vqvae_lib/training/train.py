@@ -85,11 +85,11 @@ def evaluate(model, dataset: Dataset, batch_size: int = 256, device=None) -> dic
     return {k: v / n for k, v in totals.items()}
 
 
-TIMED_STEPS, WARMUP_STEPS = 5, 2  # ms_per_step: steps timed (their median), after the warm-up (first-call costs)
+WARMUP_STEPS = 2  # ms_per_step: steps run before the timed ones (first-call costs)
 
 
-def ms_per_step(model, train_set, batch_size: int, device, steps: int = TIMED_STEPS) -> float:
-    """Median wall time of one optimiser step (forward, backward, Adam) of a copy of ``model``, in ms.
+def ms_per_step(model, train_set, batch_size: int, device, steps: int) -> float:
+    """Median wall time of ``steps`` optimiser steps (forward, backward, Adam) of a copy of ``model``, in ms.
 
     Timed apart from :func:`train`, whose own time says nothing when its run comes from a cache. Draws
     inside the forward pass (a masked prior's masks) come from a seeded global RNG, restored afterwards.
