@@ -58,18 +58,20 @@ unit: setup
 	$(PY) -m pytest -q -n auto --dist load tests --ignore=tests/browser --ignore=tests/smoke
 
 # Two groups side by side, one thread each (one thread and two threads took 681 s on two cores, one and one
-# 385 s): chapters 4-8 and 10, in book order, since 6-8 load chapter 5's model from runs/ (JupyterLab's test
-# reuses it, its kernels also with one thread: the recipes record the thread count); beside them 1-3, 9 and
-# 11, in that order: chapter 11's plain-VQ rows are chapter 9's runs, loaded from runs/cache.
+# 385 s): chapters 3-8 and 10, in book order, since 6-8 load chapter 5's model from runs/ (JupyterLab's test
+# reuses it, its kernels also with one thread: the recipes record the thread count); beside them 1, 2, 9 and
+# 11, in that order: chapter 11's plain-VQ rows are chapter 9's runs, loaded from runs/cache. (Chapters 1-3, 9
+# and 11 beside 4-8 and 10 took 516 s and 365 s.)
 notebooks: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[1-3]_*.ipynb notebooks/09_*.ipynb \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[1-2]_*.ipynb notebooks/09_*.ipynb \
 	  notebooks/1[1-9]_*.ipynb & rest=$$!; \
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[4-8]_*.ipynb notebooks/10_*.ipynb; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/0[3-8]_*.ipynb notebooks/10_*.ipynb; \
 	status=$$?; wait $$rest && exit $$status
 
-# The Colab path in miniature: every chapter with the gpu preset's sizes and a few steps (VQVAE_SMOKE=1).
+# The Colab path in miniature: every chapter with the gpu preset's sizes and a few steps (VQVAE_SMOKE=1), on
+# two workers, a test class each (tests/smoke/test_gpu_smoke.py).
 smoke: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests/smoke
+	$(PY) -m pytest -q -n 2 --dist loadscope tests/smoke
 
 # Re-execute every chapter in place under ci, so that the outputs a reader sees on GitHub or Colab are the
 # current code's (tests/test_notebook_stamp.py fails until they are). `make refresh CHAPTERS="05 06"` for some.
