@@ -1,5 +1,6 @@
 """train(cache=...): a run is trained once, and loading it gives exactly what training gives."""
 import importlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from torch import nn
 from vqvae_lib import VQVAE, train
 from vqvae_lib.data import ImageDataset
 from vqvae_lib.seeding import seeded
-from vqvae_lib.training.run_cache import source_digest
+from vqvae_lib.training.run_cache import LIBRARY, source_digest
 
 SETTINGS = dict(steps=6, batch_size=16, lr=1e-3, log_every=2, eval_every=3, seed=0, progress=False, device="cpu")
 
@@ -103,6 +104,13 @@ def test_editing_the_library_changes_the_fingerprint(tmp_path):
     (tmp_path / "model.py").write_text("x = 2\n")
     source_digest.cache_clear()
     assert source_digest(tmp_path) != before
+
+
+def test_the_fingerprint_covers_the_whole_library_not_only_its_training_folder():
+    import vqvae_lib
+    library = Path(vqvae_lib.__file__).resolve().parent
+    assert LIBRARY == library and (LIBRARY / "quantizers" / "vq.py").exists()
+    assert source_digest() == source_digest(library)
 
 
 def test_cache_refuses_its_own_checkpoint_settings(tmp_path, data):

@@ -23,11 +23,12 @@ from safetensors.torch import save
 
 CACHEABLE_MODULES = ("vqvae_lib", "torch", "builtins")
 RUN_CACHE = "runs/cache"  # where the chapters keep their runs: beside the recipes' runs/, relative to the notebook
+LIBRARY = Path(__file__).resolve().parents[1]  # vqvae_lib/, every subpackage included
 
 
 @functools.lru_cache(maxsize=None)
-def source_digest(package_dir: Path = Path(__file__).parent) -> str:
-    """sha256 of every ``.py`` file of the package (paths and contents): any edit changes it."""
+def source_digest(package_dir: Path = LIBRARY) -> str:
+    """sha256 of every ``.py`` file below ``package_dir`` (paths and contents): any edit changes it."""
     h = hashlib.sha256()
     for path in sorted(package_dir.rglob("*.py")):
         h.update(str(path.relative_to(package_dir)).encode())
