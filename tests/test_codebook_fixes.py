@@ -239,10 +239,3 @@ def test_usage_at_trains_and_counts_on_the_test_split(tmp_path):
     assert math.isclose(row["uniform_coverage"], 1 - (1 - 1 / 128) ** (32 * 49))
     with pytest.raises(ValueError, match="usage is measured for"):
         usage_at("fsq", 64, preset, data, data, seed=0)
-
-
-def test_a_smoke_run_keeps_the_sweeps_largest_size_one_seed_and_a_few_steps():
-    from vqvae_lib.presets import SMOKE_STEPS, get_preset, smoke
-    full = get_preset("gpu")["codebook_usage"]
-    cut = smoke(get_preset("gpu"))["codebook_usage"]
-    assert cut == dict(steps=SMOKE_STEPS, num_codes=[full["num_codes"][-1]], seeds=[0])
